@@ -1,0 +1,259 @@
+"""A generated small-object detection dataset in COCO format.
+
+The demo needs data that a CPU can learn from in minutes without downloads, yet that
+exercises what LIP targets: mostly small objects on cluttered backgrounds. Each image is a
+textured background (gradients, stripes, blotchy noise, sensor noise) with a few
+non-overlapping coloured shapes. Object sizes are drawn per COCO-style area bin so most
+objects are small (< 32^2 px) and many are tiny (< 16^2 px), with some medium and large ones.
+
+Everything derives from ``seed``: image ``i`` of a split uses its own random stream
+(``SeedSequence([seed, split, i])``), so the same arguments give the same bytes and asking
+for more images does not change the earlier ones.
+
+Annotation ``area`` is the box area ``w * h`` (there are no masks), so a ground-truth object
+and a detection with the same box fall into the same size bin during evaluation.
+"""
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+__all__ = ['DEMO_CLASSES', 'DEMO_SIZE_BINS', 'make_demo_dataset']
+
+DEMO_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'diamond')
+
+# Base RGB colour of each class; every object jitters it, so colour is a cue, not a label.
+_CLASS_COLOURS = np.array([
+    (220, 40, 40),    # circle: red
+    (40, 200, 60),    # square: green
+    (50, 90, 230),    # triangle: blue
+    (235, 215, 40),   # cross: yellow
+    (210, 50, 210),   # diamond: magenta
+], dtype=np.float64)
+
+# name -> (min area, max area, sampling weight). Areas in px^2; the large bin is capped by
+# the image size. Weights give ~75 % small objects, about half of them tiny.
+DEMO_SIZE_BINS: Dict[str, Tuple[float, float, float]] = {
+    'tiny': (7.0**2, 16.0**2, 0.40),
+    'small': (16.0**2, 32.0**2, 0.35),
+    'medium': (32.0**2, 96.0**2, 0.18),
+    'large': (96.0**2, 192.0**2, 0.07),
+}
+
+_SPLITS = ('train', 'val')
+_MIN_SIDE = 5  # px; below this a shape is no longer recognisable
+
+
+def _parse_size(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        height = width = int(image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        height, width = (int(v) for v in image_size)
+    else:
+        raise ValueError(
+            f'image_size must be an int or an (H, W) pair, got {image_size!r}')
+    if min(height, width) < 32:
+        raise ValueError(f'image_size must be at least 32 px per side, got {(height, width)}')
+    return height, width
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int,
+                  cell: int) -> np.ndarray:
+    """Blotchy value noise in [0, 1], shape (H, W): coarse random grid, bilinear upscale."""
+    grid_h = max(2, height // cell + 2)
+    grid_w = max(2, width // cell + 2)
+    coarse = rng.random((grid_h, grid_w)).astype(np.float32)
+    upscaled = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+    return np.asarray(upscaled, dtype=np.float64)
+
+
+def _random_dull_colour(rng: np.random.Generator) -> np.ndarray:
+    """A low-saturation RGB colour so that the coloured shapes stay the salient thing."""
+    grey = rng.uniform(40, 200)
+    return np.clip(grey + rng.normal(0, 25, size=3), 0, 255)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Textured background, float array (H, W, 3) in [0, 255]."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    colour_a, colour_b = _random_dull_colour(rng), _random_dull_colour(rng)
+    kind = rng.integers(3)
+    if kind == 0:  # linear gradient in a random direction
+        angle = rng.uniform(0, 2 * math.pi)
+        ramp = xs * math.cos(angle) + ys * math.sin(angle)
+        mix = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
+    elif kind == 1:  # soft stripes of random period and orientation
+        angle = rng.uniform(0, math.pi)
+        period = rng.uniform(6, 40)
+        phase = xs * math.cos(angle) + ys * math.sin(angle)
+        mix = 0.5 + 0.5 * np.sin(2 * math.pi * phase / period)
+    else:  # blotches
+        mix = _smooth_noise(rng, height, width, cell=int(rng.integers(8, 48)))
+    image = colour_a + mix[..., None] * (colour_b - colour_a)
+    # A second, finer blotch layer so no background is perfectly clean.
+    detail = _smooth_noise(rng, height, width, cell=int(rng.integers(3, 10))) - 0.5
+    image += detail[..., None] * rng.uniform(10, 40)
+    return image
+
+
+def _sample_box_size(rng: np.random.Generator, height: int,
+                     width: int) -> Tuple[int, int]:
+    """(w, h) of one object: a size bin by weight, then a log-uniform area within it."""
+    max_side = int(0.6 * min(height, width))
+    bins = [(lo, min(hi, max_side**2), weight)
+            for lo, hi, weight in DEMO_SIZE_BINS.values() if lo < max_side**2]
+    weights = np.array([b[2] for b in bins])
+    lo, hi, _ = bins[rng.choice(len(bins), p=weights / weights.sum())]
+    area = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    aspect = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
+    box_w = int(round(math.sqrt(area * aspect)))
+    box_h = int(round(math.sqrt(area / aspect)))
+    return (min(max(box_w, _MIN_SIDE), max_side), min(max(box_h, _MIN_SIDE), max_side))
+
+
+def _overlaps(box: Tuple[int, int, int, int], placed, gap: int = 2) -> bool:
+    x, y, w, h = box
+    for px, py, pw, ph in placed:
+        if (x < px + pw + gap and px < x + w + gap and y < py + ph + gap
+                and py < y + h + gap):
+            return True
+    return False
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Tuple[int, int, int, int],
+                colour: Tuple[int, int, int], flip: bool) -> None:
+    """Draw class ``label`` so that it touches all four sides of ``box`` (x, y, w, h)."""
+    x0, y0, w, h = box
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    name = DEMO_CLASSES[label]
+    if name == 'circle':
+        draw.ellipse([x0, y0, x1, y1], fill=colour)
+    elif name == 'square':
+        draw.rectangle([x0, y0, x1, y1], fill=colour)
+    elif name == 'triangle':
+        apex, base = (y1, y0) if flip else (y0, y1)
+        draw.polygon([(x0, base), (x1, base), ((x0 + x1) / 2, apex)], fill=colour)
+    elif name == 'cross':
+        arm_w, arm_h = max(1, round(w / 3)), max(1, round(h / 3))
+        cx0 = x0 + (w - arm_w) // 2
+        cy0 = y0 + (h - arm_h) // 2
+        draw.rectangle([cx0, y0, cx0 + arm_w - 1, y1], fill=colour)
+        draw.rectangle([x0, cy0, x1, cy0 + arm_h - 1], fill=colour)
+    elif name == 'diamond':
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    else:  # pragma: no cover - DEMO_CLASSES and this function are edited together
+        raise KeyError(name)
+
+
+def _render_image(rng: np.random.Generator, height: int, width: int,
+                  objects_per_image: Tuple[int, int]):
+    """Returns (uint8 image (H, W, 3), list of (label, (x, y, w, h)))."""
+    canvas = Image.fromarray(
+        np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
+    placed, objects = [], []
+    for _ in range(num_objects):
+        box_w, box_h = _sample_box_size(rng, height, width)
+        for _attempt in range(30):
+            x = int(rng.integers(0, width - box_w + 1))
+            y = int(rng.integers(0, height - box_h + 1))
+            if not _overlaps((x, y, box_w, box_h), placed):
+                break
+        else:
+            continue  # image too crowded for this one; fewer objects is fine
+        label = int(rng.integers(len(DEMO_CLASSES)))
+        colour = np.clip(_CLASS_COLOURS[label] * rng.uniform(0.75, 1.1) +
+                         rng.normal(0, 12, size=3), 0, 255)
+        _draw_shape(draw, label, (x, y, box_w, box_h),
+                    tuple(int(c) for c in colour), flip=bool(rng.integers(2)))
+        placed.append((x, y, box_w, box_h))
+        objects.append((label, (x, y, box_w, box_h)))
+    pixels = np.asarray(canvas, dtype=np.float64)
+    pixels += rng.normal(0, rng.uniform(2, 8), size=pixels.shape)  # sensor noise
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8), objects
+
+
+def _write_split(out_dir: str, split_index: int, num_images: int, height: int, width: int,
+                 seed: int, objects_per_image: Tuple[int, int], image_ext: str,
+                 progress: bool) -> Dict:
+    split = _SPLITS[split_index]
+    os.makedirs(osp.join(out_dir, split), exist_ok=True)
+    images, annotations = [], []
+    for index in tqdm(range(num_images), desc=f'demo {split}', disable=not progress,
+                      unit='img'):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+        pixels, objects = _render_image(rng, height, width, objects_per_image)
+        file_name = f'{index:06d}.{image_ext}'
+        save_kwargs = dict(quality=95, subsampling=0) if image_ext == 'jpg' else {}
+        Image.fromarray(pixels).save(osp.join(out_dir, split, file_name), **save_kwargs)
+        image_id = index + 1
+        images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
+        for label, (x, y, w, h) in objects:
+            annotations.append(
+                dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
+                     bbox=[x, y, w, h], area=w * h, iscrowd=0))
+    return dict(
+        info=dict(description=f'lip_mmdet generated demo dataset ({split})', seed=seed,
+                  image_size=[height, width], objects_per_image=list(objects_per_image)),
+        images=images,
+        annotations=annotations,
+        categories=[dict(id=i + 1, name=name, supercategory='shape')
+                    for i, name in enumerate(DEMO_CLASSES)],
+    )
+
+
+def make_demo_dataset(out_dir: str,
+                      num_train: int = 400,
+                      num_val: int = 100,
+                      image_size: Union[int, Sequence[int]] = 256,
+                      seed: int = 0,
+                      progress: bool = True,
+                      objects_per_image: Tuple[int, int] = (4, 12),
+                      image_ext: str = 'jpg') -> Dict[str, str]:
+    """Write the demo dataset under ``out_dir`` and return its paths.
+
+    Layout: ``train/*.{jpg,png}``, ``val/*.{jpg,png}``,
+    ``annotations/instances_{train,val}.json`` (COCO: images, annotations with ``bbox``
+    xywh, ``area`` = w * h, ``iscrowd`` 0, categories 1..len(DEMO_CLASSES)).
+
+    Args:
+        out_dir: dataset root (created if missing; existing files are overwritten).
+        num_train, num_val: number of images per split (>= 0).
+        image_size: ``S`` or ``(H, W)`` in pixels, at least 32.
+        seed: the only source of randomness.
+        progress: show a tqdm bar per split.
+        objects_per_image: inclusive (min, max) number of objects tried per image.
+        image_ext: ``'jpg'`` (quality 95, no chroma subsampling) or ``'png'``.
+
+    Returns:
+        dict with absolute paths ``data_root``, ``train_ann``, ``val_ann``,
+        ``train_img_dir``, ``val_img_dir``.
+    """
+    height, width = _parse_size(image_size)
+    if image_ext not in ('jpg', 'png'):
+        raise ValueError(f"image_ext must be 'jpg' or 'png', got {image_ext!r}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f'num_train and num_val must be >= 0, got {num_train}, {num_val}')
+    low, high = objects_per_image
+    if not 0 <= low <= high:
+        raise ValueError(f'objects_per_image must be (min, max) with 0 <= min <= max, '
+                         f'got {objects_per_image!r}')
+    out_dir = osp.abspath(out_dir)
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    paths = dict(data_root=out_dir)
+    for split_index, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val))):
+        coco = _write_split(out_dir, split_index, count, height, width, seed,
+                            (int(low), int(high)), image_ext, progress)
+        ann_path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        with open(ann_path, 'w') as f:
+            json.dump(coco, f)
+        paths[f'{split}_ann'] = ann_path
+        paths[f'{split}_img_dir'] = osp.join(out_dir, split)
+    return paths
