@@ -1,0 +1,172 @@
+"""Detail-Preserving Pooling layers: Lite-DPP, Full-DPP and S3DPP (Saeedan et al., CVPR 2018).
+
+Per-channel parameters (official parametrisation, both raw values initialised to 0)::
+
+    alpha  = exp(min(log_alpha, 10))   # weight bias, > 0; the clamp stops its gradient above 10
+    lambda = exp(log_lambda)           # reward exponent, > 0
+
+At initialisation alpha = lambda = 1. The raw parameters are named ``log_alpha`` and
+``log_lambda`` so optimiser configs can exempt them from weight decay, e.g.
+``paramwise_cfg=dict(custom_keys={'log_alpha': dict(decay_mult=0.), 'log_lambda':
+dict(decay_mult=0.)})``.
+"""
+from typing import Optional, Union
+
+import torch
+from mmdet.registry import MODELS
+from torch import nn
+
+from lip_mmdet.ops import (DPP_REWARDS, check_s3_args, dpp2d, dpp_box_guide,
+                           dpp_filter_box_init, dpp_filter_guide, dpp_same_padding, s3_sample)
+from lip_mmdet.ops.pool_args import IntPair, check_window
+
+__all__ = ['LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX']
+
+LOG_ALPHA_MAX = 10.0
+
+
+class _DPPBase(nn.Module):
+    """Shared parameters and checks; subclasses define ``guide(x)``.
+
+    ``padding`` is an int or (h, w) as in ``F.avg_pool2d``, or 'same' (stride 1 only: output
+    size = input size, the extra padding of even windows at the bottom/right).
+    """
+
+    def __init__(self, channels: int, reward: str, kernel_size: IntPair, stride: IntPair,
+                 padding: Union[IntPair, str]):
+        super().__init__()
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+            raise ValueError(f'channels must be a positive int, got {channels!r}')
+        if reward not in DPP_REWARDS:
+            raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+        if padding == 'same':
+            if check_window(kernel_size, stride, 0)[1] != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
+            padding = dpp_same_padding(kernel_size)
+        else:
+            check_window(kernel_size, stride, padding)
+        self.channels, self.reward = channels, reward
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.log_alpha = nn.Parameter(torch.zeros(channels))
+        self.log_lambda = nn.Parameter(torch.zeros(channels))
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.clamp(max=LOG_ALPHA_MAX).exp()
+
+    @property
+    def lam(self) -> torch.Tensor:
+        return self.log_lambda.exp()
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.log_alpha)
+        nn.init.zeros_(self.log_lambda)
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f'{type(self).__name__} expects (N, {self.channels}, H, W), got '
+                             f'{tuple(x.shape)}')
+        return dpp2d(x, self.guide(x), self.alpha, self.lam, self.reward, self.kernel_size,
+                     self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (f'{self.channels}, reward={self.reward!r}, kernel_size={self.kernel_size}, '
+                f'stride={self.stride}, padding={self.padding}')
+
+
+@MODELS.register_module()
+class LiteDPP(_DPPBase):
+    """Lite-DPP: the guide is the window mean (box filter, zero padding counted).
+
+    2 parameters per channel (``log_alpha``, ``log_lambda``).
+
+    Args:
+        channels: C. reward: 'asym' (rewards values above the guide; large lambda -> max
+            pooling) or 'sym' (any deviation; large lambda -> extremum pooling).
+        kernel_size, stride, padding: window (default 2x2 stride 2; 3x3 stride 2 padding 1
+            replaces a strided conv or max-pool); padding may be 'same' with stride 1.
+    """
+
+    def __init__(self, channels: int, reward: str = 'asym', kernel_size: IntPair = 2,
+                 stride: IntPair = 2, padding: Union[IntPair, str] = 0):
+        super().__init__(channels, reward, kernel_size, stride, padding)
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        return dpp_box_guide(x, self.kernel_size, self.stride, self.padding)
+
+
+@MODELS.register_module()
+class FullDPP(_DPPBase):
+    """Full-DPP: the guide is a learned per-channel 3x3 filter with bias (10 parameters per
+    channel, ``guide_weight`` (C, 1, 3, 3) and ``guide_bias`` (C,)), evaluated once per window
+    and aligned with it; initialised to the box filter, so it starts as :class:`LiteDPP`
+    (exactly for windows up to 3x3). Arguments as :class:`LiteDPP`.
+    """
+
+    def __init__(self, channels: int, reward: str = 'asym', kernel_size: IntPair = 2,
+                 stride: IntPair = 2, padding: Union[IntPair, str] = 0):
+        super().__init__(channels, reward, kernel_size, stride, padding)
+        self.guide_weight = nn.Parameter(torch.empty(channels, 1, 3, 3))
+        self.guide_bias = nn.Parameter(torch.empty(channels))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        with torch.no_grad():
+            self.guide_weight.copy_(dpp_filter_box_init(self.kernel_size).expand_as(
+                self.guide_weight))
+            self.guide_bias.zero_()
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        return dpp_filter_guide(x, self.guide_weight, self.guide_bias, self.kernel_size,
+                                self.stride, self.padding)
+
+
+@MODELS.register_module()
+class S3DPP(nn.Module):
+    """S3DPP: stride-1 DPP (output size = input size) followed by S3Pool sampling.
+
+    Training: rows and columns are split into cells of ``grid_size``; each cell keeps
+    ``grid_size / stride`` of its rows (columns) drawn at random (:func:`s3_sample`).
+    Evaluation: deterministic average pooling with window and stride ``stride`` (the
+    expectation of the random row/column choice), ceil mode. Both give
+    (N, C, ceil(H / stride), ceil(W / stride)).
+
+    Args:
+        channels: C. reward: 'sym' or 'asym'. guide: 'lite' (box) or 'full' (learned 3x3).
+        kernel_size: DPP window (at stride 1, 'same' padding).
+        grid_size: S3Pool cell size, a multiple of ``stride``. stride: downscale factor.
+        seed: if given, the sampling uses its own ``torch.Generator`` seeded with it;
+            otherwise the global CPU RNG (reproducible under ``torch.manual_seed``).
+
+    The DPP parameters live in ``dpp`` (``dpp.log_alpha``, ``dpp.log_lambda`` ...).
+    """
+
+    def __init__(self, channels: int, reward: str = 'sym', guide: str = 'lite',
+                 kernel_size: IntPair = 2, grid_size: int = 2, stride: int = 2,
+                 seed: Optional[int] = None):
+        super().__init__()
+        pools = {'lite': LiteDPP, 'full': FullDPP}
+        if guide not in pools:
+            raise ValueError(f'unknown guide {guide!r}, expected one of {tuple(pools)}')
+        check_s3_args(stride, grid_size)
+        self.dpp = pools[guide](channels, reward, kernel_size, stride=1, padding='same')
+        self.grid_size, self.stride, self.seed = grid_size, stride, seed
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def init_weights(self) -> None:
+        self.dpp.init_weights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, ceil(H / stride), ceil(W / stride))."""
+        pooled = self.dpp(x)
+        if self.training:
+            return s3_sample(pooled, self.stride, self.grid_size, self.generator)
+        return nn.functional.avg_pool2d(pooled, self.stride, self.stride, ceil_mode=True)
+
+    def extra_repr(self) -> str:
+        return f'grid_size={self.grid_size}, stride={self.stride}, seed={self.seed}'

@@ -1,0 +1,141 @@
+"""LIP logit modules of the reference LIP-ResNet (names match the official checkpoints).
+
+Every LIP layer pools with ``lip2d`` (3x3 window, stride 2, padding 1): (N, C, H, W) ->
+(N, C, ceil(H/2), ceil(W/2)). At initialisation each one is exactly 3x3 average pooling over
+the valid pixels: its last conv is zero, its norm is the identity map of a constant (affine
+(1, 0)) and the gate turns logit 0 into the constant 6. ``init_weights()`` restores that
+initialisation (a backbone's Kaiming ``init_cfg`` would otherwise overwrite it).
+"""
+from collections import OrderedDict
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmdet.registry import MODELS
+from mmengine.model import constant_init, kaiming_init
+from torch import nn
+
+from lip_mmdet.ops import lip2d
+
+__all__ = ['SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP',
+           'BOTTLENECK_WIDTH']
+
+BOTTLENECK_WIDTH = 128
+_DEFAULT_NORM = dict(type='IN', affine=True)
+
+
+def _norm(norm_cfg, channels) -> nn.Module:
+    return build_norm_layer(dict(_DEFAULT_NORM if norm_cfg is None else norm_cfg), channels)[1]
+
+
+def _reset_norm(norm: nn.Module) -> None:
+    constant_init(norm, 1, bias=0)
+    if hasattr(norm, 'reset_running_stats') and getattr(norm, 'track_running_stats', False):
+        norm.reset_running_stats()
+
+
+@MODELS.register_module()
+class SoftGate(nn.Module):
+    """``sigmoid(z) * 12``: logits in (0, 12), so LIP weights exp(logit) lie in (1, e^12)."""
+
+    COEFF = 12.0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) * self.COEFF
+
+
+@MODELS.register_module()
+class SimplifiedLIP(nn.Module):
+    """LIP whose logits come from its own input (stands where the stem max-pool stood).
+
+    ``logit = gate(norm(conv3x3(x)))``, conv C->C without bias, zero-initialised.
+
+    Args:
+        channels: C.
+        norm_cfg: mmcv norm config; the child keeps the name ``bn`` (checkpoint keys
+            ``logit.conv.weight``, ``logit.bn.weight``, ``logit.bn.bias``).
+    """
+
+    def __init__(self, channels: int, norm_cfg: dict = _DEFAULT_NORM):
+        super().__init__()
+        self.logit = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            bn=_norm(norm_cfg, channels),
+            gate=SoftGate()))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.logit.conv.weight)
+        _reset_norm(self.logit.bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2))."""
+        return lip2d(x, self.logit(x))
+
+
+@MODELS.register_module()
+class BottleneckShared(nn.Module):
+    """Shared logit trunk of a stride-2 LIP bottleneck: 1x1 conv, norm, ReLU, 3x3 conv, norm,
+    ReLU (Kaiming-initialised convs without bias).
+
+    Args:
+        in_channels: input channels. width: trunk channels (128 in the reference).
+        norm_cfg: mmcv norm config (children ``bn1``, ``bn2``).
+
+    Shapes: (N, in_channels, H, W) -> (N, width, H, W).
+    """
+
+    def __init__(self, in_channels: int, width: int = BOTTLENECK_WIDTH,
+                 norm_cfg: dict = _DEFAULT_NORM):
+        super().__init__()
+        self.logit = nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(in_channels, width, 1, bias=False),
+            bn1=_norm(norm_cfg, width),
+            relu1=nn.ReLU(inplace=True),
+            conv2=nn.Conv2d(width, width, 3, padding=1, bias=False),
+            bn2=_norm(norm_cfg, width),
+            relu2=nn.ReLU(inplace=True)))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for conv in (self.logit.conv1, self.logit.conv2):
+            kaiming_init(conv, mode='fan_out', nonlinearity='relu', distribution='normal')
+        for norm in (self.logit.bn1, self.logit.bn2):
+            _reset_norm(norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit(x)
+
+
+@MODELS.register_module()
+class BottleneckLIP(nn.Module):
+    """LIP whose logits come from a shared trunk (:class:`BottleneckShared`).
+
+    ``logit = gate(norm(conv1x1(shared)))``, conv width->C without bias, zero-initialised.
+
+    Args:
+        channels: C, the channels of the pooled input. width: channels of ``shared``.
+        norm_cfg: mmcv norm config (children of ``postprocessing``: ``conv``, ``bn``,
+            ``gate``).
+
+    Shapes: x (N, C, H, W), shared (N, width, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
+    """
+
+    def __init__(self, channels: int, width: int = BOTTLENECK_WIDTH,
+                 norm_cfg: dict = _DEFAULT_NORM):
+        super().__init__()
+        self.width = width
+        self.postprocessing = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(width, channels, 1, bias=False),
+            bn=_norm(norm_cfg, channels),
+            gate=SoftGate()))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.postprocessing.conv.weight)
+        _reset_norm(self.postprocessing.bn)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        if shared.dim() != 4 or shared.shape[1] != self.width:
+            raise ValueError(f'shared must have shape (N, {self.width}, H, W), got '
+                             f'{tuple(shared.shape)}')
+        return lip2d(x, self.postprocessing(shared))

@@ -1,0 +1,309 @@
+// Fused CPU kernels for lip2d (Local Importance-based Pooling).
+//
+// out[p] = sum_q x[q] exp(l[q]) / sum_q exp(l[q]) over the valid pixels q of window p.
+// Plain C ABI (loaded with ctypes), no torch headers, so it builds in a few seconds.
+// Tensors are contiguous NCHW; each (n, c) plane is independent and planes are split over
+// threads.
+//
+// Stability: in every plane the logits are shifted by the plane maximum. When the plane's
+// logit range is at most `shift_range` (60 by default, far inside the float32 exponent range)
+// every exp(l - max) lies in [e^-60, 1]: no overflow, no underflow, and each pixel's weight is
+// computed once and shared by all windows that contain it. Otherwise the plane falls back to a
+// per-window maximum, exact for any finite logits (fully underflowing terms are 0 and every
+// window keeps its own maximum, weight 1).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// exp for float, branch-free so loops over it vectorise (Cephes polynomial, ~1 ulp);
+// arguments below -87 give 0.
+inline float exp_value(float v) {
+  const float lowest = -87.0f;
+  const float xc = v < lowest ? lowest : v;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to integer
+  const float n = (xc * 1.44269504088896341f + magic) - magic;
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return v < lowest ? 0.0f : p * scale;
+}
+
+inline double exp_value(double v) { return std::exp(v); }
+
+struct Window {
+  int64_t kh, kw, sh, sw, ph, pw;
+};
+
+struct Geometry {
+  int64_t height, width, out_height, out_width;
+};
+
+// Valid [begin, end) input range of window `index` along one axis.
+inline void span(int64_t index, int64_t stride, int64_t pad, int64_t kernel, int64_t size,
+                 int64_t* begin, int64_t* end) {
+  const int64_t start = index * stride - pad;
+  *begin = std::max<int64_t>(start, 0);
+  *end = std::min<int64_t>(start + kernel, size);
+}
+
+template <typename T>
+struct Scratch {
+  std::vector<T> weight, weighted, row_weight, row_weighted;
+  void resize(const Geometry& g) {
+    weight.resize(g.height * g.width);
+    weighted.resize(g.height * g.width);
+    row_weight.resize(g.width);
+    row_weighted.resize(g.width);
+  }
+};
+
+template <typename T>
+bool plane_range_fits(const T* logit, int64_t count, T shift_range, T* plane_max) {
+  T hi = logit[0], lo = logit[0];
+  for (int64_t i = 1; i < count; ++i) {
+    hi = logit[i] > hi ? logit[i] : hi;
+    lo = logit[i] < lo ? logit[i] : lo;
+  }
+  *plane_max = hi;
+  return hi - lo <= shift_range;
+}
+
+// Shared-shift path, part 1: weights e = exp(l - max) and x * e for the whole plane.
+template <typename T>
+void plane_weights(const T* x, const T* logit, int64_t count, T plane_max, T* weight,
+                   T* weighted) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T e = exp_value(logit[i] - plane_max);
+    weight[i] = e;
+    weighted[i] = x[i] * e;
+  }
+}
+
+// Shared-shift path, part 2: column sums of one output row's window rows.
+template <typename T>
+void window_row_sums(const Geometry& g, const Window& w, int64_t oh, Scratch<T>& s) {
+  int64_t r0, r1;
+  span(oh, w.sh, w.ph, w.kh, g.height, &r0, &r1);
+  T* rw = s.row_weight.data();
+  T* rx = s.row_weighted.data();
+  std::fill(rw, rw + g.width, T(0));
+  std::fill(rx, rx + g.width, T(0));
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* ew = s.weight.data() + r * g.width;
+    const T* ex = s.weighted.data() + r * g.width;
+    for (int64_t c = 0; c < g.width; ++c) {
+      rw[c] += ew[c];
+      rx[c] += ex[c];
+    }
+  }
+}
+
+// Per-window path: the maximum logit of window (oh, ow) and its weight sums.
+template <typename T>
+void window_sums(const T* x, const T* logit, const Geometry& g, const Window& w, int64_t oh,
+                 int64_t ow, T* win_max, T* num, T* den) {
+  int64_t r0, r1, c0, c1;
+  span(oh, w.sh, w.ph, w.kh, g.height, &r0, &r1);
+  span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
+  T m = logit[r0 * g.width + c0];
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = c0; c < c1; ++c) m = std::max(m, logit[r * g.width + c]);
+  T n = 0, d = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const T e = exp_value(logit[r * g.width + c] - m);
+      n += x[r * g.width + c] * e;
+      d += e;
+    }
+  }
+  *win_max = m;
+  *num = n;
+  *den = d;
+}
+
+template <typename T>
+void plane_forward(const T* x, const T* logit, T* out, const Geometry& g, const Window& w,
+                   T shift_range, Scratch<T>& s) {
+  T plane_max;
+  if (plane_range_fits(logit, g.height * g.width, shift_range, &plane_max)) {
+    plane_weights(x, logit, g.height * g.width, plane_max, s.weight.data(), s.weighted.data());
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+      window_row_sums(g, w, oh, s);
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        int64_t c0, c1;
+        span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
+        T n = 0, d = 0;
+        for (int64_t c = c0; c < c1; ++c) {
+          n += s.row_weighted[c];
+          d += s.row_weight[c];
+        }
+        out[oh * g.out_width + ow] = n / d;
+      }
+    }
+    return;
+  }
+  for (int64_t oh = 0; oh < g.out_height; ++oh) {
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      T m, n, d;
+      window_sums(x, logit, g, w, oh, ow, &m, &n, &d);
+      out[oh * g.out_width + ow] = n / d;
+    }
+  }
+}
+
+// grad_x[q] = sum_p G[p] e[p,q],  grad_l[q] = sum_p G[p] e[p,q] (x[q] - out[p]),
+// with G = grad_out / den and e[p,q] the unnormalised weight of q in window p.
+template <typename T>
+void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l,
+                    const Geometry& g, const Window& w, T shift_range, Scratch<T>& s) {
+  const int64_t count = g.height * g.width;
+  std::fill(grad_x, grad_x + count, T(0));
+  std::fill(grad_l, grad_l + count, T(0));
+  T plane_max;
+  if (plane_range_fits(logit, count, shift_range, &plane_max)) {
+    // The weights do not depend on the window: scatter G and G * out per window into grad_x
+    // and grad_l (as accumulators A and B), then grad_x = e A, grad_l = e (x A - B).
+    plane_weights(x, logit, count, plane_max, s.weight.data(), s.weighted.data());
+    std::vector<T> acc_a(g.width), acc_b(g.width);
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+      window_row_sums(g, w, oh, s);
+      std::fill(acc_a.begin(), acc_a.end(), T(0));
+      std::fill(acc_b.begin(), acc_b.end(), T(0));
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        int64_t c0, c1;
+        span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
+        T n = 0, d = 0;
+        for (int64_t c = c0; c < c1; ++c) {
+          n += s.row_weighted[c];
+          d += s.row_weight[c];
+        }
+        const T scale = grad_out[oh * g.out_width + ow] / d;
+        const T scaled_out = scale * (n / d);
+        for (int64_t c = c0; c < c1; ++c) {
+          acc_a[c] += scale;
+          acc_b[c] += scaled_out;
+        }
+      }
+      int64_t r0, r1;
+      span(oh, w.sh, w.ph, w.kh, g.height, &r0, &r1);
+      for (int64_t r = r0; r < r1; ++r) {
+        T* ga = grad_x + r * g.width;
+        T* gb = grad_l + r * g.width;
+        for (int64_t c = 0; c < g.width; ++c) {
+          ga[c] += acc_a[c];
+          gb[c] += acc_b[c];
+        }
+      }
+    }
+    const T* e = s.weight.data();
+    for (int64_t i = 0; i < count; ++i) {
+      const T a = grad_x[i];
+      grad_l[i] = e[i] * (x[i] * a - grad_l[i]);
+      grad_x[i] = e[i] * a;
+    }
+    return;
+  }
+  for (int64_t oh = 0; oh < g.out_height; ++oh) {
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      T m, n, d;
+      window_sums(x, logit, g, w, oh, ow, &m, &n, &d);
+      const T out = n / d;
+      const T scale = grad_out[oh * g.out_width + ow] / d;
+      int64_t r0, r1, c0, c1;
+      span(oh, w.sh, w.ph, w.kh, g.height, &r0, &r1);
+      span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t q = r * g.width + c;
+          const T gw = exp_value(logit[q] - m) * scale;
+          grad_x[q] += gw;
+          grad_l[q] += gw * (x[q] - out);
+        }
+      }
+    }
+  }
+}
+
+// Runs body(first_plane, last_plane, scratch) over `threads` contiguous blocks of planes.
+template <typename T, typename Body>
+int for_planes(int64_t planes, const Geometry& g, int threads, Body body) {
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, planes)));
+  std::vector<std::exception_ptr> errors(threads);
+  auto run = [&](int t) {
+    try {
+      Scratch<T> s;
+      s.resize(g);
+      const int64_t first = planes * t / threads, last = planes * (t + 1) / threads;
+      body(first, last, s);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(run, t);
+  run(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) return 1;
+  return 0;
+}
+
+template <typename T>
+int forward(const T* x, const T* logit, T* out, int64_t planes, const Geometry& g,
+            const Window& w, T shift_range, int threads) {
+  const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
+  return for_planes<T>(planes, g, threads, [&](int64_t first, int64_t last, Scratch<T>& s) {
+    for (int64_t p = first; p < last; ++p)
+      plane_forward(x + p * in_plane, logit + p * in_plane, out + p * out_plane, g, w,
+                    shift_range, s);
+  });
+}
+
+template <typename T>
+int backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l,
+             int64_t planes, const Geometry& g, const Window& w, T shift_range, int threads) {
+  const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
+  return for_planes<T>(planes, g, threads, [&](int64_t first, int64_t last, Scratch<T>& s) {
+    for (int64_t p = first; p < last; ++p)
+      plane_backward(x + p * in_plane, logit + p * in_plane, grad_out + p * out_plane,
+                     grad_x + p * in_plane, grad_l + p * in_plane, g, w, shift_range, s);
+  });
+}
+
+}  // namespace
+
+// sizes = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw}; returns 0 on success.
+#define LIP2D_EXPORT(SUFFIX, T)                                                              \
+  extern "C" int lip2d_forward_##SUFFIX(const T* x, const T* logit, T* out,                 \
+                                        const int64_t* sizes, double shift_range,           \
+                                        int threads) {                                      \
+    const Geometry g{sizes[1], sizes[2], sizes[3], sizes[4]};                               \
+    const Window w{sizes[5], sizes[6], sizes[7], sizes[8], sizes[9], sizes[10]};            \
+    return forward<T>(x, logit, out, sizes[0], g, w, static_cast<T>(shift_range), threads); \
+  }                                                                                          \
+  extern "C" int lip2d_backward_##SUFFIX(const T* x, const T* logit, const T* grad_out,     \
+                                         T* grad_x, T* grad_l, const int64_t* sizes,        \
+                                         double shift_range, int threads) {                 \
+    const Geometry g{sizes[1], sizes[2], sizes[3], sizes[4]};                               \
+    const Window w{sizes[5], sizes[6], sizes[7], sizes[8], sizes[9], sizes[10]};            \
+    return backward<T>(x, logit, grad_out, grad_x, grad_l, sizes[0], g, w,                  \
+                       static_cast<T>(shift_range), threads);                               \
+  }
+
+LIP2D_EXPORT(f32, float)
+LIP2D_EXPORT(f64, double)

@@ -1,0 +1,253 @@
+"""DPP: Detail-Preserving Pooling (Saeedan et al., CVPR 2018), and S3Pool-style sampling.
+
+``dpp2d`` implements slides eq. 4-9 with the official code's choices::
+
+    out[p] = sum_q w[p, q] x[q] / sum_q w[p, q]      (q: valid pixels of window p)
+    w[p, q] = alpha + (r[p, q] / mean_q' r[p, q']) ** (lambda / 2)
+    r[p, q] = d^2 + eps^2,  d = x[q] - guide[p]  (sym)  or  max(0, x[q] - guide[p])  (asym)
+
+with eps^2 = 1e-3 and per-channel alpha, lambda > 0. Dividing the reward by its window mean
+makes the weights invariant to the feature scale. The weights are formed in log space,
+``log w = logaddexp(log alpha, lambda/2 * log(r / mean r))``, and normalised with a softmax over
+each window (a per-window maximum subtraction), so a huge lambda (1e3 or more) cannot
+overflow: it only drives the pooling towards max pooling (asym) or extremum pooling (sym,
+largest |x - guide|). float16/bfloat16 inputs are computed in float32.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .pool_args import IntPair, check_feature_map, check_window
+
+__all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
+           'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED']
+
+DPP_REWARDS = ('sym', 'asym')
+DPP_EPS_SQUARED = 1e-3
+
+Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def dpp_same_padding(kernel_size: IntPair) -> Pads:
+    """(top, bottom, left, right) padding that keeps the size at stride 1 (extra at the end)."""
+    kernel = check_window(kernel_size, 1, 0)[0]
+    top, left = (kernel[0] - 1) // 2, (kernel[1] - 1) // 2
+    return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left
+
+
+def _as_pads(padding) -> Pads:
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(padding)
+    ph, pw = padding
+    return ph, ph, pw, pw
+
+
+def _pooled(x, kernel, stride, pads: Pads):
+    top, bottom, left, right = pads
+    height, width = x.shape[2] + top + bottom, x.shape[3] + left + right
+    if height < kernel[0] or width < kernel[1]:
+        raise ValueError(f'kernel_size {tuple(kernel)} is larger than the padded input '
+                         f'({height}, {width}) (input {tuple(x.shape[2:])}, padding {pads})')
+    return (height - kernel[0]) // stride[0] + 1, (width - kernel[1]) // stride[1] + 1
+
+
+def _window_stack(t, kernel, stride, pads: Pads, out_size, fill=0.0):
+    """(K, N, C, Ho, Wo): every window offset's strided view of the padded map, stacked."""
+    top, bottom, left, right = pads
+    padded = F.pad(t, (left, right, top, bottom), value=fill)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    return torch.stack([padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                        for i in range(kh) for j in range(kw)])
+
+
+def _check_dpp_window(kernel_size, stride, padding):
+    """Validates the window; ``padding`` may also be a (top, bottom, left, right) tuple."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        kernel, step, _ = check_window(kernel_size, stride, 0)
+        pads = tuple(padding)
+        if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pads):
+            raise ValueError(f'padding must be non-negative ints, got {padding!r}')
+        if max(pads[:2]) >= kernel[0] or max(pads[2:]) >= kernel[1]:
+            raise ValueError(f'padding {padding!r} leaves windows without a real pixel for '
+                             f'kernel_size {kernel_size!r}')
+        return kernel, step, pads
+    kernel, step, pad = check_window(kernel_size, stride, padding)
+    return kernel, step, _as_pads(pad)
+
+
+def _check_channel_param(value, name, channels):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f'{name} must be a tensor of shape ({channels},), got '
+                        f'{type(value).__name__}')
+    if value.dim() > 1 or value.numel() not in (1, channels):
+        raise ValueError(f'{name} must have shape ({channels},) or (1,), got '
+                         f'{tuple(value.shape)}')
+    return value.reshape(1, -1, 1, 1)
+
+
+def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
+          reward: str = 'asym', kernel_size: IntPair = 2, stride: IntPair = 2,
+          padding=0) -> torch.Tensor:
+    """Detail-preserving pooling with an explicit guide.
+
+    Args:
+        x: features (N, C, H, W).
+        guide: the linearly downscaled reference (N, C, Ho, Wo), same dtype/device as ``x``
+            (see :func:`dpp_box_guide`, :func:`dpp_filter_guide`).
+        alpha, lam: per-channel positive weight bias and reward exponent, shape (C,) or (1,).
+        reward: 'sym' (rewards any deviation from the guide) or 'asym' (only values above it).
+        kernel_size, stride: window as in ``F.avg_pool2d``.
+        padding: int or (h, w) as in ``F.avg_pool2d``, or (top, bottom, left, right).
+            Padding pixels get no weight.
+
+    Returns:
+        (N, C, Ho, Wo), Ho/Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
+    """
+    check_feature_map(x, 'x')
+    if reward not in DPP_REWARDS:
+        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = _pooled(x, kernel, step, pads)
+    check_feature_map(guide, 'guide')
+    expected = (*x.shape[:2], *out_size)
+    if tuple(guide.shape) != expected:
+        raise ValueError(f'guide must have the output shape {expected}, got '
+                         f'{tuple(guide.shape)}')
+    if guide.dtype != x.dtype or guide.device != x.device:
+        raise TypeError(f'guide must match x in dtype and device, got {guide.dtype} on '
+                        f'{guide.device} and {x.dtype} on {x.device}')
+    channels = x.shape[1]
+    alpha = _check_channel_param(alpha, 'alpha', channels)
+    lam = _check_channel_param(lam, 'lam', channels)
+
+    dtype = _compute_dtype(x.dtype)
+    xc, gc = x.to(dtype), guide.to(dtype)
+    windows = _window_stack(xc, kernel, step, pads, out_size)
+    valid = _window_stack(xc.new_ones((1, 1, *x.shape[2:])), kernel, step, pads,
+                          out_size) > 0
+    deviation = windows - gc
+    if reward == 'asym':
+        deviation = deviation.clamp_min(0)
+    penalty = deviation.square() + DPP_EPS_SQUARED
+    window_mean = (penalty * valid).sum(0) / valid.sum(0)
+    log_reward = penalty.log() - window_mean.log()
+    log_weight = torch.logaddexp(alpha.to(dtype).log(), lam.to(dtype) * 0.5 * log_reward)
+    weight = torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0)
+    return (weight * windows).sum(0).to(x.dtype)
+
+
+def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
+                  padding=0) -> torch.Tensor:
+    """Lite-DPP guide: the mean of each window, zero padding counted (as the official code).
+
+    ``padding`` as in :func:`dpp2d`; returns (N, C, Ho, Wo).
+    """
+    check_feature_map(x, 'x')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    _pooled(x, kernel, step, pads)
+    top, bottom, left, right = pads
+    return F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, step)
+
+
+def _filter_alignment(kernel: int) -> int:
+    """Offset of the 3x3 filter's first tap before the window start (centres it)."""
+    return (3 - kernel) // 2
+
+
+def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                     kernel_size: IntPair = 2, stride: IntPair = 2,
+                     padding=0) -> torch.Tensor:
+    """Full-DPP guide: a per-channel 3x3 filter (+ bias) placed on each pooling window.
+
+    The filter's taps are aligned with the window (for a 2-wide window the window is its
+    first two taps, for 3 all three, for wider windows its central three) and evaluated once
+    per output pixel (a stride-``stride`` depthwise convolution over the zero-padded input).
+
+    Args:
+        x: (N, C, H, W). weight: (C, 1, 3, 3). bias: (C,) or None.
+        kernel_size, stride, padding: the pooling window, as in :func:`dpp2d`.
+
+    Returns:
+        (N, C, Ho, Wo).
+    """
+    check_feature_map(x, 'x')
+    channels = x.shape[1]
+    if tuple(weight.shape) != (channels, 1, 3, 3):
+        raise ValueError(f'weight must have shape ({channels}, 1, 3, 3), got '
+                         f'{tuple(weight.shape)}')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = _pooled(x, kernel, step, pads)
+    shift_h, shift_w = _filter_alignment(kernel[0]), _filter_alignment(kernel[1])
+    top, left = pads[0] + shift_h, pads[2] + shift_w
+    bottom = (out_size[0] - 1) * step[0] + 3 - top - x.shape[2]
+    right = (out_size[1] - 1) * step[1] + 3 - left - x.shape[3]
+    # Negative pads crop: the filter never needs those rows/columns.
+    padded = F.pad(x, (left, right, top, bottom))
+    return F.conv2d(padded, weight.to(x.dtype),
+                    None if bias is None else bias.to(x.dtype), stride=step, groups=channels)
+
+
+def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:
+    """(3, 3) filter that makes :func:`dpp_filter_guide` equal :func:`dpp_box_guide`
+    (exactly for windows up to 3x3; the central 3x3 mean for larger ones)."""
+    kernel = check_window(kernel_size, 1, 0)[0]
+    taps = []
+    for size in kernel:
+        shift = _filter_alignment(size)
+        axis = torch.tensor([1.0 if 0 <= t - shift < size else 0.0 for t in range(3)],
+                            dtype=torch.float64)
+        taps.append(axis / axis.sum())
+    return taps[0][:, None] * taps[1][None, :]
+
+
+def _s3_axis_indices(size: int, stride: int, grid_size: int,
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Sorted random picks: ceil(len / stride) distinct positions from every grid cell."""
+    full_cells, tail = divmod(size, grid_size)
+    picks = []
+    if full_cells:
+        keys = torch.rand(full_cells, grid_size, generator=generator)
+        chosen = keys.argsort(dim=1)[:, :grid_size // stride].sort(dim=1).values
+        picks.append((chosen + torch.arange(full_cells)[:, None] * grid_size).flatten())
+    if tail:
+        keys = torch.rand(tail, generator=generator)
+        chosen = keys.argsort()[:-(-tail // stride)].sort().values
+        picks.append(chosen + full_cells * grid_size)
+    return torch.cat(picks)
+
+
+def s3_sample(x: torch.Tensor, stride: int = 2, grid_size: int = 2,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """S3Pool stochastic spatial sampling (Zhai et al., 2017).
+
+    Rows and columns are split into cells of ``grid_size``; from every cell ``grid_size /
+    stride`` distinct rows (and columns) are drawn uniformly at random and kept in order (a
+    shorter last cell gives ceil(len / stride)). One draw per call, shared by the batch and
+    channels. Random numbers come from ``generator`` (a CPU ``torch.Generator``) or the global
+    CPU RNG, so ``torch.manual_seed`` reproduces them.
+
+    Args:
+        x: (N, C, H, W). stride: downscale factor. grid_size: a multiple of ``stride``.
+
+    Returns:
+        (N, C, ceil(H / stride), ceil(W / stride)).
+    """
+    check_feature_map(x, 'x')
+    check_s3_args(stride, grid_size)
+    rows = _s3_axis_indices(x.shape[2], stride, grid_size, generator).to(x.device)
+    cols = _s3_axis_indices(x.shape[3], stride, grid_size, generator).to(x.device)
+    return x.index_select(2, rows).index_select(3, cols)
+
+
+def check_s3_args(stride: int, grid_size: int) -> None:
+    """Raises unless stride and grid_size are positive ints with grid_size % stride == 0."""
+    for name, value in (('stride', stride), ('grid_size', grid_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f'{name} must be a positive int, got {value!r}')
+    if grid_size % stride:
+        raise ValueError(f'grid_size ({grid_size}) must be a multiple of stride ({stride})')
