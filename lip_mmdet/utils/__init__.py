@@ -1,0 +1,9 @@
+from .checkpoint import (MMENGINE_SAFE_GLOBALS, UnsafeCheckpointError,
+                         enable_safe_mmengine_checkpoints, load_from_local)
+
+enable_safe_mmengine_checkpoints()
+
+__all__ = [
+    'MMENGINE_SAFE_GLOBALS', 'UnsafeCheckpointError', 'enable_safe_mmengine_checkpoints',
+    'load_from_local'
+]
