@@ -1,1 +1,7 @@
-from .metrics import *  # noqa: F401,F403
+from .compare import format_comparison, load_run_metrics, plot_ap_by_size
+from .metrics import (DEFAULT_SIZE_BINS, SizeAwareCocoMetric, evaluate_size_bins,
+                      resolve_coco_backend)
+
+__all__ = ['DEFAULT_SIZE_BINS', 'SizeAwareCocoMetric', 'evaluate_size_bins',
+           'resolve_coco_backend', 'format_comparison', 'load_run_metrics',
+           'plot_ap_by_size']

@@ -1,0 +1,114 @@
+import json
+import os
+import runpy
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from lip_mmdet.evaluation import (SizeAwareCocoMetric, format_comparison, load_run_metrics,
+                                  plot_ap_by_size)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLASSES = ('thing',)
+
+
+def _run_metric_into(work_dir, ann_file, detections):
+    """Evaluate (x, y, w, h, score) detections on image 1 and write the report."""
+    metric = SizeAwareCocoMetric(ann_file=ann_file, out_dir=str(work_dir))
+    metric.dataset_meta = dict(classes=CLASSES)
+    boxes = [[x, y, x + w, y + h] for x, y, w, h, _ in detections]
+    metric.process({}, [dict(
+        img_id=1, ori_shape=(200, 200),
+        pred_instances=dict(bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                            scores=torch.tensor([d[4] for d in detections]),
+                            labels=torch.zeros(len(detections), dtype=torch.int64)))])
+    return metric.evaluate(size=1)
+
+
+@pytest.fixture
+def work_dirs(tmp_path):
+    boxes = [(10, 10, 10, 10), (40, 10, 24, 24), (10, 60, 60, 60)]  # tiny, small, medium
+    ann = tmp_path / 'gt.json'
+    ann.write_text(json.dumps(dict(
+        images=[dict(id=1, width=200, height=200)],
+        annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=list(b),
+                          area=b[2] * b[3], iscrowd=0) for i, b in enumerate(boxes)],
+        categories=[dict(id=1, name='thing')])))
+    perfect = tmp_path / 'perfect'
+    missing_tiny = tmp_path / 'missing_tiny'
+    perfect.mkdir()
+    missing_tiny.mkdir()
+    _run_metric_into(perfect, str(ann), [b + (0.9,) for b in boxes])
+    _run_metric_into(missing_tiny, str(ann), [b + (0.9,) for b in boxes[1:]])
+
+    # a stock-CocoMetric run known only through mmengine's scalar log
+    scalars_only = tmp_path / 'scalars_only'
+    vis = scalars_only / '20260101_120000' / 'vis_data'
+    vis.mkdir(parents=True)
+    lines = [dict(lr=0.02, loss=1.2, epoch=1, iter=10, step=10),
+             {'coco/bbox_mAP': 0.2, 'coco/bbox_mAP_50': 0.4, 'coco/bbox_mAP_75': 0.1,
+              'coco/bbox_mAP_s': 0.05, 'coco/bbox_mAP_m': 0.3, 'coco/bbox_mAP_l': -1.0,
+              'data_time': 0.1, 'time': 0.5, 'step': 1},
+             dict(lr=0.02, loss=0.9, epoch=2, iter=20, step=20),
+             {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.5, 'coco/bbox_mAP_75': 0.2,
+              'coco/bbox_mAP_s': 0.15, 'coco/bbox_mAP_m': 0.4, 'coco/bbox_mAP_l': -1.0,
+              'data_time': 0.1, 'time': 0.5, 'step': 2}]
+    (vis / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    return dict(perfect=perfect, missing_tiny=missing_tiny, scalars_only=scalars_only,
+                empty=tmp_path)
+
+
+def test_load_from_report_and_from_scalars(work_dirs):
+    perfect = load_run_metrics(str(work_dirs['perfect']))
+    assert perfect['source'].endswith('size_aware_metrics.json')
+    assert perfect['coco']['mAP'] == 1.0
+    assert perfect['bins'] == pytest.approx(dict(tiny=1.0, small=1.0, medium=1.0, large=-1.0))
+    missing = load_run_metrics(str(work_dirs['missing_tiny']))
+    assert missing['bins']['tiny'] == 0.0
+    assert missing['bins']['small'] == pytest.approx(1.0)
+
+    scalars = load_run_metrics(str(work_dirs['scalars_only']))
+    assert scalars['source'].endswith('scalars.json')
+    assert scalars['coco']['mAP'] == 0.3  # the latest evaluation, not the first
+    assert scalars['coco']['mAP_s'] == 0.15
+    assert scalars['bins'] == {}
+
+
+def test_missing_metrics_are_reported(work_dirs):
+    with pytest.raises(FileNotFoundError, match='size_aware_metrics.json'):
+        load_run_metrics(str(work_dirs['empty']))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_run_metrics(str(work_dirs['empty'] / 'nope'))
+
+
+def test_table_and_chart(work_dirs, tmp_path):
+    runs = [load_run_metrics(str(work_dirs[k]))
+            for k in ('perfect', 'missing_tiny', 'scalars_only')]
+    names = ['perfect', 'no tiny', 'stock']
+    table = format_comparison(runs, names)
+    lines = table.splitlines()
+    assert 'AP_tiny' in lines[1] and 'AP_s' in lines[1]
+    assert lines[3].split('|')[1].strip() == 'perfect'
+    # the stock run has no bins: '-' there, and its COCO small AP is shown
+    stock_row = [c.strip() for c in lines[5].split('|')[1:-1]]
+    assert stock_row[:2] == ['stock', '0.300'] and stock_row[4] == '0.150'
+    assert stock_row[-1] == '-'
+    out = plot_ap_by_size(runs, names, str(tmp_path / 'chart.png'))
+    with Image.open(out) as image:
+        assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_cli(work_dirs, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'cli.png'
+    script = os.path.join(REPO, 'tools', 'analysis', 'compare_runs.py')
+    monkeypatch.setattr(sys, 'argv', [script, str(work_dirs['perfect']),
+                                      str(work_dirs['missing_tiny']), '--out', str(out)])
+    runpy.run_path(script, run_name='__main__')
+    printed = capsys.readouterr().out
+    assert 'missing_tiny' in printed and 'AP_tiny' in printed
+    assert out.is_file()
+    monkeypatch.setattr(sys, 'argv', [script, str(work_dirs['perfect']), '--names', 'a', 'b'])
+    with pytest.raises(SystemExit, match='--names'):
+        runpy.run_path(script, run_name='__main__')
