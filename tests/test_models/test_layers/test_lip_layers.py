@@ -1,0 +1,146 @@
+"""LIP logit modules: reference names, initialisation (= 3x3 average pooling), shapes."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.model import kaiming_init
+from torch import nn
+
+from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP, SoftGate
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny tensors: OpenMP threads only add sync cost (and stall on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _avg3x3(x):
+    return F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+
+
+def _scramble(module):
+    """What a backbone's Kaiming init_cfg does to every conv (and affine norms)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            kaiming_init(m)
+        elif isinstance(m, nn.InstanceNorm2d):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+
+
+def test_soft_gate_maps_to_zero_twelve():
+    z = torch.tensor([-1e4, -1.0, 0.0, 1.0, 1e4])
+    out = SoftGate()(z)
+    torch.testing.assert_close(out, torch.sigmoid(z) * 12)
+    assert out[2] == 6 and out[0] == 0 and out[-1] == 12 and SoftGate.COEFF == 12.0
+
+
+# (1, 1) is out: InstanceNorm (the reference norm) needs more than one pixel per plane.
+@pytest.mark.parametrize('size', [(1, 2), (3, 5), (7, 7), (8, 8)])
+def test_simplified_lip_starts_as_average_pooling(size):
+    layer = SimplifiedLIP(4)
+    assert sorted(layer.state_dict()) == ['logit.bn.bias', 'logit.bn.weight',
+                                          'logit.conv.weight']
+    assert isinstance(layer.logit.bn, nn.InstanceNorm2d) and layer.logit.bn.affine
+    x = torch.randn(2, 4, *size)
+    torch.testing.assert_close(layer.logit(x), torch.full_like(x, 6.0))
+    out = layer(x)
+    assert out.shape == (2, 4, -(-size[0] // 2), -(-size[1] // 2))
+    torch.testing.assert_close(out, _avg3x3(x))
+
+
+def test_init_weights_restores_the_reference_initialisation():
+    x = torch.randn(1, 6, 8, 8)
+    shared, pool = BottleneckShared(6, width=8), BottleneckLIP(6, width=8)
+    simple = SimplifiedLIP(6)
+    for layer in (shared, pool, simple):
+        _scramble(layer)
+    assert not torch.allclose(simple(x), _avg3x3(x))
+    for layer in (shared, pool, simple):
+        layer.init_weights()
+    torch.testing.assert_close(simple(x), _avg3x3(x))
+    torch.testing.assert_close(pool(x, shared(x)), _avg3x3(x))
+    for norm in (shared.logit.bn1, shared.logit.bn2, pool.postprocessing.bn):
+        assert norm.weight.eq(1).all() and norm.bias.eq(0).all()
+    # Kaiming (fan_out, relu): std sqrt(2 / (out_channels * k * k)).
+    torch.manual_seed(0)
+    wide = BottleneckShared(64, width=128)
+    assert abs(wide.logit.conv2.weight.std().item() - (2 / (128 * 9)) ** 0.5) < 3e-3
+
+
+def test_bottleneck_shared_and_lip_shapes_and_keys():
+    shared, pool = BottleneckShared(16), BottleneckLIP(32)
+    assert sorted(shared.state_dict()) == [f'logit.{n}.{p}' for n, p in [
+        ('bn1', 'bias'), ('bn1', 'weight'), ('bn2', 'bias'), ('bn2', 'weight'),
+        ('conv1', 'weight'), ('conv2', 'weight')]]
+    assert sorted(pool.state_dict()) == ['postprocessing.bn.bias', 'postprocessing.bn.weight',
+                                         'postprocessing.conv.weight']
+    assert shared.logit.conv1.weight.shape == (128, 16, 1, 1)
+    assert shared.logit.conv2.weight.shape == (128, 128, 3, 3)
+    assert pool.postprocessing.conv.weight.shape == (32, 128, 1, 1)
+    x = torch.randn(2, 16, 7, 5)
+    trunk = shared(x)
+    assert trunk.shape == (2, 128, 7, 5)
+    features = torch.randn(2, 32, 7, 5)
+    assert pool(features, trunk).shape == (2, 32, 4, 3)
+    with pytest.raises(ValueError, match='shared must have shape'):
+        pool(features, x)
+
+
+def test_logit_parameters_get_gradients_from_the_start():
+    shared, pool = BottleneckShared(4, width=8), BottleneckLIP(4, width=8)
+    x = torch.randn(2, 4, 6, 6)
+    target = torch.randn(2, 4, 3, 3)
+    ((pool(x, shared(x)) - target) ** 2).sum().backward()
+    assert pool.postprocessing.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('norm_cfg', [dict(type='BN'), dict(type='GN', num_groups=2)])
+def test_norm_is_configurable_and_keeps_reference_names(norm_cfg):
+    layer = SimplifiedLIP(4, norm_cfg=norm_cfg)
+    assert not isinstance(layer.logit.bn, nn.InstanceNorm2d)
+    assert 'logit.bn.weight' in layer.state_dict()
+    shared = BottleneckShared(4, width=8, norm_cfg=norm_cfg)
+    assert hasattr(shared.logit, 'bn1') and hasattr(shared.logit, 'bn2')
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(layer(x), _avg3x3(x))  # zero conv: constant logits either way
+
+
+def test_gradcheck_through_the_logit_modules():
+    shared = BottleneckShared(2, width=4).double()
+    pool = BottleneckLIP(2, width=4).double()
+    simple = SimplifiedLIP(2).double()
+    for module in (pool, simple):  # leave the zero init so the logits vary
+        nn.init.normal_(next(iter(module.parameters())), std=0.5)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: pool(a, shared(a)), (x,))
+    assert torch.autograd.gradcheck(simple, (x,))
+    weight = simple.logit.conv.weight
+    assert torch.autograd.gradcheck(
+        lambda w: torch.func.functional_call(simple, {'logit.conv.weight': w}, (x.detach(),)),
+        (weight.detach().clone().requires_grad_(),))
+
+
+def test_half_precision_forward():
+    layer = SimplifiedLIP(3)
+    nn.init.normal_(layer.logit.conv.weight, std=3.0)  # logits spread over (0, 12)
+    x = torch.randn(1, 3, 9, 9)
+    out = layer.half()(x.half())
+    assert out.dtype == torch.float16 and out.isfinite().all()
+    torch.testing.assert_close(out.float(), layer.float()(x), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('cfg,args', [
+    (dict(type='SoftGate'), ()),
+    (dict(type='SimplifiedLIP', channels=4), ()),
+    (dict(type='BottleneckShared', in_channels=4, width=8), ()),
+    (dict(type='BottleneckLIP', channels=4, width=8), (torch.randn(1, 8, 6, 6),)),
+])
+def test_registry_build(cfg, args):
+    layer = MODELS.build(cfg)
+    assert type(layer).__name__ == cfg['type']
+    assert layer(torch.randn(1, 4, 6, 6), *args).dim() == 4
