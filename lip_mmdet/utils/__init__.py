@@ -7,3 +7,7 @@ __all__ = [
     'MMENGINE_SAFE_GLOBALS', 'UnsafeCheckpointError', 'enable_safe_mmengine_checkpoints',
     'load_from_local'
 ]
+
+from .preflight import PreflightError  # noqa: E402  (tools/train.py and test.py checks)
+
+__all__ += ['PreflightError']

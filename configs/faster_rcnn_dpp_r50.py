@@ -1,0 +1,19 @@
+# Faster R-CNN + FPN with a DPP-ResNet-50 backbone (Lite-DPP, asymmetric reward), COCO 2017,
+# 1x schedule. Baseline: mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py (box AP 37.4).
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['lip_mmdet'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='DPPResNet',
+        dpp_cfg=dict(type='LiteDPP', reward='asym'),
+        # DPP adds no convolution weights, so it starts from torchvision's ImageNet ResNet-50
+        # (the file behind torchvision://resnet50), kept locally:
+        #   curl -L -o checkpoints/resnet50-0676ba61.pth \
+        #       https://download.pytorch.org/models/resnet50-0676ba61.pth
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/resnet50-0676ba61.pth')))
+
+# DPP's per-channel alpha and lambda are kept out of weight decay, as in the DPP paper's code.
+optim_wrapper = dict(
+    paramwise_cfg=dict(custom_keys=dict(
+        log_alpha=dict(decay_mult=0.), log_lambda=dict(decay_mult=0.))))

@@ -1,0 +1,237 @@
+"""The logic behind tools/train.py and tools/test.py.
+
+The command lines are MMDetection's (``--work-dir``, ``--resume [CKPT]``, ``--amp``,
+``--cfg-options``, ``--launcher``, ``--out``, ``--show-dir``, ...), and the run is mmengine's
+``Runner``. Additions: preflight checks that turn a missing dataset or checkpoint into a
+readable message, and multi-process training on CPU-only machines (``--launcher pytorch``
+with the gloo backend), which mmengine's own ``init_dist`` cannot do because it always calls
+``torch.cuda.set_device``.
+"""
+import argparse
+import datetime
+import os
+import os.path as osp
+import sys
+from copy import deepcopy
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.runner import Runner
+
+from .preflight import (PreflightError, check_amp, check_checkpoint, check_datasets,
+                        check_pretrained_weights)
+
+__all__ = [
+    'build_runner', 'load_test_config', 'load_train_config', 'test_main', 'test_parser',
+    'train_main', 'train_parser'
+]
+
+_CFG_OPTIONS_HELP = (
+    'override settings of the config, as key=value pairs merged into it, e.g. '
+    'train_dataloader.batch_size=4 model.backbone.init_cfg=None. A list is written '
+    'key="[a,b]" or key=a,b; list items are addressed by index, e.g. '
+    'train_dataloader.dataset.pipeline.2.scale="(640,640)". No spaces inside a value.')
+
+
+def _add_common_arguments(parser):
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=_CFG_OPTIONS_HELP)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (pytorch: torchrun)')
+    # torch.distributed.launch passes --local-rank (newer) or --local_rank (older)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def train_parser():
+    """Argument parser of tools/train.py."""
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training (needs a CUDA GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by total batch size / '
+                        'auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CKPT; without a value, from the latest checkpoint in the work dir')
+    _add_common_arguments(parser)
+    return parser
+
+
+def test_parser():
+    """Argument parser of tools/test.py."""
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump predictions to this .pkl file')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='save painted images under '
+                        '<work_dir>/<timestamp>/<show_dir>')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each image is shown with --show')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation '
+                        '(the config\'s tta_model/tta_pipeline, or horizontal flip)')
+    _add_common_arguments(parser)
+    return parser
+
+
+def _load_config(args):
+    if not osp.isfile(args.config):
+        raise PreflightError(f'Config file not found: {args.config} '
+                             f'(absolute: {osp.abspath(args.config)})')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def load_train_config(args):
+    """Config for training from parsed ``train_parser()`` arguments (no checks run)."""
+    cfg = _load_config(args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        scale_cfg = cfg.get('auto_scale_lr') or {}
+        if 'enable' not in scale_cfg or 'base_batch_size' not in scale_cfg:
+            raise PreflightError('--auto-scale-lr needs auto_scale_lr = dict(enable=..., '
+                                 'base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def _leaf_dataset(dataset_cfg):
+    while 'dataset' in dataset_cfg:  # RepeatDataset and other wrappers
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
+def _default_flip_tta(test_dataset):
+    """mmdet's usual test-time augmentation: original and horizontally flipped image."""
+    tta_model = dict(type='DetTTAModel',
+                     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    pipeline = deepcopy(test_dataset.pipeline)
+    pack = pipeline[-1]
+    pipeline[-1] = dict(type='TestTimeAug', transforms=[
+        [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+        [dict(pack, meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                'scale_factor', 'flip', 'flip_direction'))]])
+    return tta_model, pipeline
+
+
+def load_test_config(args):
+    """Config for testing from parsed ``test_parser()`` arguments (no checks run)."""
+    from mmdet.engine.hooks.utils import trigger_visualization_hook
+
+    cfg = _load_config(args)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+    if args.tta:
+        test_dataset = _leaf_dataset(cfg.test_dataloader.dataset)
+        default_model, default_pipeline = _default_flip_tta(test_dataset)
+        tta_model = cfg.get('tta_model') or default_model
+        test_dataset.pipeline = cfg.get('tta_pipeline') or default_pipeline
+        cfg.model = ConfigDict(**tta_model, module=cfg.model)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise PreflightError(f'--out must name a .pkl or .pickle file, got {args.out!r}')
+    return cfg
+
+
+def _init_cpu_distributed(cfg):
+    """Start the process group on a machine without CUDA, where mmengine's init_dist fails.
+
+    The model is then wrapped in DDP without ``device_ids`` (required for CPU modules).
+    """
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    backend = dist_cfg.pop('backend', 'nccl')
+    if backend != 'gloo':
+        raise PreflightError(
+            f'Distributed training without a CUDA GPU needs the gloo backend, but the config '
+            f"asks for {backend!r}. Add --cfg-options env_cfg.dist_cfg.backend=gloo")
+    if cfg.launcher != 'pytorch':
+        raise PreflightError(
+            f'Distributed training without a CUDA GPU is supported with --launcher pytorch '
+            f'(torchrun, tools/dist_train.sh), not --launcher {cfg.launcher}')
+    if dist_cfg.get('timeout') is not None:
+        dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend=backend, **dist_cfg)
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg):
+    """Build mmengine's Runner (or the config's ``runner_type``) from a checked config."""
+    from mmdet.registry import RUNNERS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        _init_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def _fail(err):
+    print(f'error: {err}', file=sys.stderr)
+    return 2
+
+
+def train_main(argv=None):
+    """tools/train.py: returns the process exit code."""
+    from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+    args = train_parser().parse_args(argv)
+    setup_cache_size_limit_of_dynamo()
+    try:
+        cfg = load_train_config(args)
+        check_amp(cfg)
+        check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
+        # the Runner initialises weights (pretrained backbone) before it loads or resumes
+        check_pretrained_weights(cfg.model)
+        if cfg.get('load_from'):
+            check_checkpoint(cfg.load_from,
+                             'checkpoint to resume from' if cfg.get('resume')
+                             else 'checkpoint to load (load_from)')
+        runner = build_runner(cfg)
+    except PreflightError as err:
+        return _fail(err)
+    runner.train()
+    return 0
+
+
+def test_main(argv=None):
+    """tools/test.py: returns the process exit code."""
+    args = test_parser().parse_args(argv)
+    try:
+        cfg = load_test_config(args)
+        check_datasets(cfg, ('test',))
+        check_checkpoint(cfg.load_from, 'checkpoint to test')
+        runner = build_runner(cfg)
+    except PreflightError as err:
+        return _fail(err)
+    if args.out is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.test()
+    return 0
