@@ -15,10 +15,14 @@ largest |x - guide|). float16/bfloat16 inputs are computed in float32.
 """
 from typing import Optional, Tuple
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from .pool_args import IntPair, check_feature_map, check_window
+from .native import kernel_threads, select_cpu_library
+from .pool_args import IntPair, check_feature_map, check_window, compute_dtype
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED']
@@ -27,10 +31,6 @@ DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
 
 Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def dpp_same_padding(kernel_size: IntPair) -> Pads:
@@ -87,12 +87,92 @@ def _check_channel_param(value, name, channels):
     if value.dim() > 1 or value.numel() not in (1, channels):
         raise ValueError(f'{name} must have shape ({channels},) or (1,), got '
                          f'{tuple(value.shape)}')
-    return value.reshape(1, -1, 1, 1)
+
+
+def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
+    """PyTorch-ops form (autograd does the backward): softmax of log-weights per window."""
+    dtype = compute_dtype(x.dtype)
+    xc, gc = x.to(dtype), guide.to(dtype)
+    alpha, lam = alpha.reshape(1, -1, 1, 1).to(dtype), lam.reshape(1, -1, 1, 1).to(dtype)
+    windows = _window_stack(xc, kernel, stride, pads, out_size)
+    valid = _window_stack(xc.new_ones((1, 1, *x.shape[2:])), kernel, stride, pads,
+                          out_size) > 0
+    deviation = windows - gc
+    if reward == 'asym':
+        deviation = deviation.clamp_min(0)
+    penalty = deviation.square() + DPP_EPS_SQUARED
+    window_mean = (penalty * valid).sum(0) / valid.sum(0)
+    log_reward = penalty.log() - window_mean.log()
+    log_weight = torch.logaddexp(alpha.log(), lam * 0.5 * log_reward)
+    weight = torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0)
+    return (weight * windows).sum(0).to(x.dtype)
+
+
+def _kernel_sizes(x, out_size, kernel, stride, pads):
+    n, c, h, w = x.shape
+    return (ctypes.c_int64 * 14)(n * c, c, h, w, *out_size, *kernel, *stride, *pads)
+
+
+def _kernel_function(library, name, dtype):
+    return getattr(library, f'{name}_{"f32" if dtype == torch.float32 else "f64"}')
+
+
+class _DPP2dFunction(torch.autograd.Function):
+    """Fused CPU kernel; saves only the inputs, backward recomputes each window."""
+
+    @staticmethod
+    def forward(ctx, x, guide, alpha, lam, asym, kernel, stride, pads, library):
+        ctx.save_for_backward(x, guide, alpha, lam)
+        ctx.config = (asym, kernel, stride, pads, library)
+        dtype = compute_dtype(x.dtype)
+        channels = x.shape[1]
+        xc, gc = x.to(dtype).contiguous(), guide.to(dtype).contiguous()
+        ac = alpha.to(dtype).reshape(-1).expand(channels).contiguous()
+        lc = lam.to(dtype).reshape(-1).expand(channels).contiguous()
+        out = torch.empty_like(gc)
+        status = _kernel_function(library, 'dpp2d_forward', dtype)(
+            xc.data_ptr(), gc.data_ptr(), ac.data_ptr(), lc.data_ptr(), out.data_ptr(),
+            _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym),
+            kernel_threads(x.numel()))
+        if status != 0:
+            raise RuntimeError('dpp2d CPU kernel failed (out of memory?)')
+        return out.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, guide, alpha, lam = ctx.saved_tensors
+        asym, kernel, stride, pads, library = ctx.config
+        dtype = compute_dtype(x.dtype)
+        n, channels = x.shape[:2]
+        xc, gc = x.to(dtype).contiguous(), guide.to(dtype).contiguous()
+        ac = alpha.to(dtype).reshape(-1).expand(channels).contiguous()
+        lc = lam.to(dtype).reshape(-1).expand(channels).contiguous()
+        grad_out = grad.to(dtype).contiguous()
+        grad_x, grad_guide = torch.empty_like(xc), torch.empty_like(gc)
+        plane_alpha = torch.empty(n * channels, dtype=torch.float64)
+        plane_lam = torch.empty(n * channels, dtype=torch.float64)
+        status = _kernel_function(library, 'dpp2d_backward', dtype)(
+            xc.data_ptr(), gc.data_ptr(), ac.data_ptr(), lc.data_ptr(), grad_out.data_ptr(),
+            grad_x.data_ptr(), grad_guide.data_ptr(), plane_alpha.data_ptr(),
+            plane_lam.data_ptr(), _kernel_sizes(x, gc.shape[2:], kernel, stride, pads),
+            int(asym), kernel_threads(x.numel()))
+        if status != 0:
+            raise RuntimeError('dpp2d CPU kernel failed (out of memory?)')
+
+        def per_param(planes, param):
+            per_channel = planes.view(n, channels).sum(0)
+            return per_channel.sum().reshape(param.shape) if param.numel() == 1 else \
+                per_channel.reshape(param.shape)
+
+        return (grad_x.to(x.dtype), grad_guide.to(guide.dtype),
+                per_param(plane_alpha, alpha).to(alpha.dtype),
+                per_param(plane_lam, lam).to(lam.dtype), None, None, None, None, None)
 
 
 def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
           reward: str = 'asym', kernel_size: IntPair = 2, stride: IntPair = 2,
-          padding=0) -> torch.Tensor:
+          padding=0, *, backend: str = 'auto') -> torch.Tensor:
     """Detail-preserving pooling with an explicit guide.
 
     Args:
@@ -104,6 +184,8 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
         kernel_size, stride: window as in ``F.avg_pool2d``.
         padding: int or (h, w) as in ``F.avg_pool2d``, or (top, bottom, left, right).
             Padding pixels get no weight.
+        backend: 'auto' (fused CPU kernel for CPU tensors when it builds, else PyTorch ops),
+            'cpu_kernel' or 'torch'.
 
     Returns:
         (N, C, Ho, Wo), Ho/Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
@@ -122,23 +204,13 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
         raise TypeError(f'guide must match x in dtype and device, got {guide.dtype} on '
                         f'{guide.device} and {x.dtype} on {x.device}')
     channels = x.shape[1]
-    alpha = _check_channel_param(alpha, 'alpha', channels)
-    lam = _check_channel_param(lam, 'lam', channels)
-
-    dtype = _compute_dtype(x.dtype)
-    xc, gc = x.to(dtype), guide.to(dtype)
-    windows = _window_stack(xc, kernel, step, pads, out_size)
-    valid = _window_stack(xc.new_ones((1, 1, *x.shape[2:])), kernel, step, pads,
-                          out_size) > 0
-    deviation = windows - gc
-    if reward == 'asym':
-        deviation = deviation.clamp_min(0)
-    penalty = deviation.square() + DPP_EPS_SQUARED
-    window_mean = (penalty * valid).sum(0) / valid.sum(0)
-    log_reward = penalty.log() - window_mean.log()
-    log_weight = torch.logaddexp(alpha.to(dtype).log(), lam.to(dtype) * 0.5 * log_reward)
-    weight = torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0)
-    return (weight * windows).sum(0).to(x.dtype)
+    _check_channel_param(alpha, 'alpha', channels)
+    _check_channel_param(lam, 'lam', channels)
+    library = select_cpu_library(x, backend)
+    if library is not None and x.numel() > 0:
+        return _DPP2dFunction.apply(x, guide, alpha, lam, reward == 'asym', kernel, step, pads,
+                                    library)
+    return _dpp2d_torch(x, guide, alpha, lam, reward, kernel, step, pads, out_size)
 
 
 def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
@@ -151,6 +223,8 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
     _pooled(x, kernel, step, pads)
     top, bottom, left, right = pads
+    if top == bottom and left == right:  # no padded copy for autograd to keep
+        return F.avg_pool2d(x, kernel, step, (top, left), count_include_pad=True)
     return F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, step)
 
 

@@ -23,18 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .native import lip2d_cpu_library
-from .pool_args import IntPair, check_feature_map, check_same_layout, check_window, pooled_size
+from .native import BACKENDS, kernel_threads, select_cpu_library
+from .pool_args import (IntPair, check_feature_map, check_same_layout, check_window,
+                        compute_dtype, pooled_size)
 
-__all__ = ['lip2d', 'lip2d_naive', 'SHIFT_RANGE', 'LIP_BACKENDS']
+__all__ = ['lip2d', 'lip2d_naive', 'SHIFT_RANGE']
 
 SHIFT_RANGE = 60.0
-LIP_BACKENDS = ('auto', 'cpu_kernel', 'torch')
-_MIN_ELEMENTS_PER_THREAD = 1 << 15
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _sum_pool(t, kernel, stride, padding):
@@ -130,9 +125,8 @@ def _torch_backward(x, logit, grad, kernel, stride, padding):
 
 def _kernel_call(library, name, dtype, tensors, sizes, numel):
     function = getattr(library, f'{name}_{"f32" if dtype == torch.float32 else "f64"}')
-    threads = max(1, min(torch.get_num_threads(), numel // _MIN_ELEMENTS_PER_THREAD))
     status = function(*(t.data_ptr() for t in tensors), (ctypes.c_int64 * 11)(*sizes),
-                      SHIFT_RANGE, threads)
+                      SHIFT_RANGE, kernel_threads(numel))
     if status != 0:
         raise RuntimeError(f'lip2d CPU kernel {name} failed (out of memory?)')
 
@@ -157,18 +151,6 @@ def _kernel_backward(library, x, logit, grad, kernel, stride, padding):
     return grad_x, grad_l
 
 
-def _select_library(x, backend):
-    if backend == 'torch' or x.device.type != 'cpu':
-        if backend == 'cpu_kernel':
-            raise ValueError(f"backend='cpu_kernel' needs CPU tensors, got device {x.device}")
-        return None
-    library = lip2d_cpu_library()
-    if library is None and backend == 'cpu_kernel':
-        raise RuntimeError("backend='cpu_kernel' requested but the fused CPU kernel is "
-                           'unavailable (see the warning above, or LIP_MMDET_NATIVE=0)')
-    return library
-
-
 class _LIP2dFunction(torch.autograd.Function):
     """Saves only (x, logit); backward recomputes weights and window sums."""
 
@@ -179,9 +161,9 @@ class _LIP2dFunction(torch.autograd.Function):
         out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, padding)
         if x.numel() == 0:
             return x.new_zeros((*x.shape[:2], *out_size))
-        dtype = _compute_dtype(x.dtype)
+        dtype = compute_dtype(x.dtype)
         xc, lc = x.to(dtype).contiguous(), logit.to(dtype).contiguous()
-        library = _select_library(x, backend)
+        library = select_cpu_library(x, backend)
         if library is not None:
             out = _kernel_forward(library, xc, lc, kernel, stride, padding)
         else:
@@ -195,10 +177,10 @@ class _LIP2dFunction(torch.autograd.Function):
         kernel, stride, padding, backend = ctx.window
         if x.numel() == 0:
             return torch.zeros_like(x), torch.zeros_like(logit), None, None, None, None
-        dtype = _compute_dtype(x.dtype)
+        dtype = compute_dtype(x.dtype)
         xc, lc = x.to(dtype).contiguous(), logit.to(dtype).contiguous()
         gc = grad.to(dtype).contiguous()
-        library = _select_library(x, backend)
+        library = select_cpu_library(x, backend)
         if library is not None:
             grad_x, grad_l = _kernel_backward(library, xc, lc, gc, kernel, stride, padding)
         else:
@@ -225,8 +207,8 @@ def lip2d(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3, stride
     check_same_layout(x, logit, 'logit')
     kernel, step, pad = check_window(kernel_size, stride, padding)
     pooled_size(x.shape[2], x.shape[3], kernel, step, pad)
-    if backend not in LIP_BACKENDS:
-        raise ValueError(f'unknown backend {backend!r}, expected one of {LIP_BACKENDS}')
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
     return _LIP2dFunction.apply(x, logit, kernel, step, pad, backend)
 
 

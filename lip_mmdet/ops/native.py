@@ -1,9 +1,9 @@
-"""Builds and loads the fused CPU kernels of ``csrc/`` (plain C ABI, loaded with ctypes).
+"""Builds and loads the fused CPU kernels of ``csrc/`` (lip2d and dpp2d; plain C ABI, ctypes).
 
 The library has no torch headers, so it compiles in a few seconds with the system C++
 compiler the first time it is needed, into a cache keyed by the source, the flags and the
-compiler. When there is no compiler or the build fails, :func:`lip2d_cpu_library` returns
-None (with one warning) and the ops use their pure-PyTorch path, which gives the same results.
+compiler. When there is no compiler or the build fails, :func:`pooling_cpu_library` returns
+None (with one warning) and the ops use their pure-PyTorch paths, which give the same results.
 
 Environment:
     LIP_MMDET_NATIVE=0   never build or load the library (pure-PyTorch path only).
@@ -24,9 +24,15 @@ from typing import Optional
 
 import torch
 
-__all__ = ['lip2d_cpu_library', 'native_enabled']
+__all__ = ['pooling_cpu_library', 'native_enabled', 'select_cpu_library', 'kernel_threads',
+           'BACKENDS']
 
-_SOURCE = Path(__file__).with_name('csrc') / 'lip2d_cpu.cpp'
+BACKENDS = ('auto', 'cpu_kernel', 'torch')
+_MIN_ELEMENTS_PER_THREAD = 1 << 15
+
+_CSRC = Path(__file__).with_name('csrc')
+_SOURCES = (_CSRC / 'lip2d_cpu.cpp', _CSRC / 'dpp2d_cpu.cpp')
+_HEADERS = (_CSRC / 'vec_math.h', _CSRC / 'parallel.h')
 _lock = threading.Lock()
 _state = {'tried': False, 'library': None}
 
@@ -57,11 +63,11 @@ def _build(compiler: str) -> Path:
     flags = _flags()
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                              timeout=60).stdout
-    key = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(flags).encode()
-                         + version.encode()).hexdigest()[:16]
+    code = b''.join(path.read_bytes() for path in (*_SOURCES, *_HEADERS))
+    key = hashlib.sha256(code + ' '.join(flags).encode() + version.encode()).hexdigest()[:16]
     root = os.environ.get('LIP_MMDET_CACHE') or os.path.join(
         os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lip_mmdet')
-    target = Path(root) / 'ops' / f'lip2d_cpu_{key}.so'
+    target = Path(root) / 'ops' / f'pooling_cpu_{key}.so'
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,7 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *flags, str(_SOURCE), '-o', tmp],
+        result = subprocess.run([compiler, *flags, *map(str, _SOURCES), '-o', tmp],
                                 capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f'{compiler} failed:\n{result.stderr[-2000:]}')
@@ -82,20 +88,23 @@ def _build(compiler: str) -> Path:
 
 def _bind(path: Path) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
-    pointer, sizes = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-    for suffix in ('f32', 'f64'):
-        forward = getattr(library, f'lip2d_forward_{suffix}')
-        forward.argtypes = [pointer, pointer, pointer, sizes, ctypes.c_double, ctypes.c_int]
-        forward.restype = ctypes.c_int
-        backward = getattr(library, f'lip2d_backward_{suffix}')
-        backward.argtypes = [pointer, pointer, pointer, pointer, pointer, sizes,
-                             ctypes.c_double, ctypes.c_int]
-        backward.restype = ctypes.c_int
+    pointer, sizes, c_int = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int
+    signatures = {
+        'lip2d_forward': [pointer] * 3 + [sizes, ctypes.c_double, c_int],
+        'lip2d_backward': [pointer] * 5 + [sizes, ctypes.c_double, c_int],
+        'dpp2d_forward': [pointer] * 5 + [sizes, c_int, c_int],
+        'dpp2d_backward': [pointer] * 9 + [sizes, c_int, c_int],
+    }
+    for name, argtypes in signatures.items():
+        for suffix in ('f32', 'f64'):
+            function = getattr(library, f'{name}_{suffix}')
+            function.argtypes = argtypes
+            function.restype = c_int
     return library
 
 
-def lip2d_cpu_library() -> Optional[ctypes.CDLL]:
-    """The compiled lip2d CPU kernels, building them on first use; None if unavailable."""
+def pooling_cpu_library() -> Optional[ctypes.CDLL]:
+    """The compiled lip2d/dpp2d CPU kernels, built on first use; None if unavailable."""
     if not native_enabled():
         return None
     with _lock:
@@ -107,6 +116,27 @@ def lip2d_cpu_library() -> Optional[ctypes.CDLL]:
                     raise RuntimeError('no C++ compiler found (set CXX)')
                 _state['library'] = _bind(_build(compiler))
             except Exception as error:  # any build/load failure means: use the torch path
-                warnings.warn(f'lip_mmdet: fused CPU lip2d kernel unavailable, using the '
+                warnings.warn(f'lip_mmdet: fused CPU pooling kernels unavailable, using the '
                               f'pure-PyTorch path ({error})')
         return _state['library']
+
+
+def select_cpu_library(x: torch.Tensor, backend: str) -> Optional[ctypes.CDLL]:
+    """The kernel library to use for ``x`` under ``backend`` (one of :data:`BACKENDS`), or
+    None for the PyTorch path. Raises if 'cpu_kernel' is asked for and cannot be had."""
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
+    if backend == 'torch' or x.device.type != 'cpu':
+        if backend == 'cpu_kernel':
+            raise ValueError(f"backend='cpu_kernel' needs CPU tensors, got device {x.device}")
+        return None
+    library = pooling_cpu_library()
+    if library is None and backend == 'cpu_kernel':
+        raise RuntimeError("backend='cpu_kernel' requested but the fused CPU kernels are "
+                           'unavailable (see the warning above, or LIP_MMDET_NATIVE=0)')
+    return library
+
+
+def kernel_threads(numel: int) -> int:
+    """Threads for a kernel call: torch's intra-op count, fewer for small tensors."""
+    return max(1, min(torch.get_num_threads(), numel // _MIN_ELEMENTS_PER_THREAD))

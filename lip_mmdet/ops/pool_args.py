@@ -1,4 +1,4 @@
-"""Argument checks and output-size rules shared by the pooling ops.
+"""Argument checks, output-size rules and the compute dtype shared by the pooling ops.
 
 Every op here sizes its output exactly as ``F.avg_pool2d`` with the same arguments in floor
 mode: ``(H + 2 * padding - kernel_size) // stride + 1`` per spatial axis.
@@ -10,7 +10,12 @@ import torch
 IntPair = Union[int, Tuple[int, int]]
 
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
-           'pooled_size']
+           'pooled_size', 'compute_dtype']
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype the ops compute in: float32 for float16/bfloat16 inputs, else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def to_pair(value: IntPair, name: str) -> Tuple[int, int]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from reference_pooling import reference_lip
 
 from lip_mmdet.ops import lip2d, lip2d_naive, native
-from lip_mmdet.ops.native import lip2d_cpu_library
+from lip_mmdet.ops.native import pooling_cpu_library
 
 BACKENDS = ('cpu_kernel', 'torch')
 WINDOWS = [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), ((3, 2), (2, 1), (1, 0))]
@@ -193,24 +193,25 @@ def test_bad_inputs(op, args, kwargs, error, message):
 def test_disabled_kernel_falls_back_to_torch(monkeypatch):
     x, logit = _inputs((1, 2, 6, 6), 2.0)
     monkeypatch.setenv('LIP_MMDET_NATIVE', '0')
-    assert lip2d_cpu_library() is None
+    assert pooling_cpu_library() is None
     torch.testing.assert_close(lip2d(x, logit), reference_lip(x, logit))
     with pytest.raises(RuntimeError, match='unavailable'):
         lip2d(x, logit, backend='cpu_kernel')
 
 
-def test_kernel_builds_in_a_fresh_cache_and_failed_builds_fall_back(monkeypatch, tmp_path):
-    monkeypatch.setenv('LIP_MMDET_CACHE', str(tmp_path / 'good'))
-    monkeypatch.setattr(native, '_state', {'tried': False, 'library': None})
-    assert lip2d_cpu_library() is not None
-    assert list((tmp_path / 'good' / 'ops').glob('lip2d_cpu_*.so'))
+def test_kernel_cache_is_reused_and_failed_builds_fall_back(monkeypatch, tmp_path):
+    library = pooling_cpu_library()
+    assert library is not None
+    # Same sources, flags and compiler: the cached file is found, nothing is rebuilt.
+    assert native._build(native._compiler()) == native.Path(library._name)
 
-    monkeypatch.setenv('LIP_MMDET_CACHE', str(tmp_path / 'bad'))
+    monkeypatch.setenv('LIP_MMDET_CACHE', str(tmp_path))
     monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
     monkeypatch.setattr(native, '_state', {'tried': False, 'library': None})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert lip2d_cpu_library() is None
+        assert pooling_cpu_library() is None
     assert any('pure-PyTorch path' in str(w.message) for w in caught)
+    assert not list(tmp_path.rglob('*.so'))  # no partial library left behind
     x, logit = _inputs((1, 2, 6, 6), 2.0)
     torch.testing.assert_close(lip2d(x, logit), reference_lip(x, logit))

@@ -15,35 +15,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <exception>
-#include <thread>
 #include <vector>
+
+#include "parallel.h"
+#include "vec_math.h"
 
 namespace {
 
-// exp for float, branch-free so loops over it vectorise (Cephes polynomial, ~1 ulp);
-// arguments below -87 give 0.
-inline float exp_value(float v) {
-  const float lowest = -87.0f;
-  const float xc = v < lowest ? lowest : v;
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to integer
-  const float n = (xc * 1.44269504088896341f + magic) - magic;
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return v < lowest ? 0.0f : p * scale;
-}
-
-inline double exp_value(double v) { return std::exp(v); }
+using lip_mmdet::exp_value;
 
 struct Window {
   int64_t kh, kw, sh, sw, ph, pw;
@@ -239,35 +218,13 @@ void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T*
   }
 }
 
-// Runs body(first_plane, last_plane, scratch) over `threads` contiguous blocks of planes.
-template <typename T, typename Body>
-int for_planes(int64_t planes, const Geometry& g, int threads, Body body) {
-  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, planes)));
-  std::vector<std::exception_ptr> errors(threads);
-  auto run = [&](int t) {
-    try {
-      Scratch<T> s;
-      s.resize(g);
-      const int64_t first = planes * t / threads, last = planes * (t + 1) / threads;
-      body(first, last, s);
-    } catch (...) {
-      errors[t] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(run, t);
-  run(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) return 1;
-  return 0;
-}
-
 template <typename T>
 int forward(const T* x, const T* logit, T* out, int64_t planes, const Geometry& g,
             const Window& w, T shift_range, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return for_planes<T>(planes, g, threads, [&](int64_t first, int64_t last, Scratch<T>& s) {
+  return lip_mmdet::parallel_blocks(planes, threads, [&](int64_t first, int64_t last) {
+    Scratch<T> s;
+    s.resize(g);
     for (int64_t p = first; p < last; ++p)
       plane_forward(x + p * in_plane, logit + p * in_plane, out + p * out_plane, g, w,
                     shift_range, s);
@@ -278,7 +235,9 @@ template <typename T>
 int backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l,
              int64_t planes, const Geometry& g, const Window& w, T shift_range, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return for_planes<T>(planes, g, threads, [&](int64_t first, int64_t last, Scratch<T>& s) {
+  return lip_mmdet::parallel_blocks(planes, threads, [&](int64_t first, int64_t last) {
+    Scratch<T> s;
+    s.resize(g);
     for (int64_t p = first; p < last; ++p)
       plane_backward(x + p * in_plane, logit + p * in_plane, grad_out + p * out_plane,
                      grad_x + p * in_plane, grad_l + p * in_plane, g, w, shift_range, s);

@@ -1,0 +1,62 @@
+// Branch-free exp/log for float so loops over them vectorise (compile with
+// -fno-trapping-math); double uses the C library. Cephes polynomials, about 1 ulp.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace lip_mmdet {
+
+// exp(v); arguments below -87 give 0.
+inline float exp_value(float v) {
+  const float lowest = -87.0f;
+  const float xc = v < lowest ? lowest : v;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to integer
+  const float n = (xc * 1.44269504088896341f + magic) - magic;
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return v < lowest ? 0.0f : p * scale;
+}
+
+inline double exp_value(double v) { return std::exp(v); }
+
+// log(v) for positive, normal, finite v.
+inline float log_value(float v) {
+  int32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const int32_t exponent = ((bits >> 23) & 0xff) - 126;  // v = m * 2^exponent, m in [0.5, 1)
+  const int32_t mantissa_bits = (bits & 0x007fffff) | 0x3f000000;
+  float m;
+  std::memcpy(&m, &mantissa_bits, sizeof(m));
+  const bool low = m < 0.707106781186547524f;
+  const float e = static_cast<float>(exponent) - (low ? 1.0f : 0.0f);
+  const float x = low ? m + m - 1.0f : m - 1.0f;
+  const float z = x * x;
+  float y = 7.0376836292e-2f;
+  y = y * x - 1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x - 1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x - 1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x - 2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = y * x * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return x + y + 0.693359375f * e;
+}
+
+inline double log_value(double v) { return std::log(v); }
+
+}  // namespace lip_mmdet
