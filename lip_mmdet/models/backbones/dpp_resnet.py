@@ -1,0 +1,106 @@
+"""DPP-ResNet: Detail-Preserving Pooling (Saeedan et al., CVPR 2018) as an mmdet backbone."""
+import inspect
+
+from mmdet.models.backbones.resnet import Bottleneck
+from mmdet.registry import MODELS
+from torch import nn
+
+from .. import layers as pool_layers
+from .pooled_resnet import (PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut,
+                            PostPooledBasicBlock, PostPooledBottleneck)
+
+__all__ = ['DPPResNet', 'DPPBottleneck', 'build_dpp']
+
+DPP_TYPES = ('LiteDPP', 'FullDPP', 'S3DPP')
+# Where a strided 3x3 op stood, DPP takes the same window, so output sizes match a stock
+# ResNet's (ceil(H/2)) at any input size.
+STRIDED_WINDOW = dict(kernel_size=3, stride=2, padding=1)
+
+
+def build_dpp(cfg: dict, channels: int, **window) -> nn.Module:
+    """Builds the DPP layer ``cfg['type']`` for ``channels`` channels.
+
+    ``window`` entries (kernel_size, stride, padding) fill in what ``cfg`` leaves unset,
+    where the layer takes them.
+    """
+    cfg = dict(cfg)
+    layer_type = cfg.pop('type', None)
+    if layer_type not in DPP_TYPES:
+        raise ValueError(f'dpp_cfg type must be one of {DPP_TYPES}, got {layer_type!r}')
+    layer_cls = getattr(pool_layers, layer_type)
+    accepted = inspect.signature(layer_cls).parameters
+    for name, value in window.items():
+        if name in accepted:
+            cfg.setdefault(name, value)
+    return layer_cls(channels, **cfg)
+
+
+class DPPBottleneck(PooledBottleneck):
+    """Stride-2 Bottleneck with DPP instead of the strided conv.
+
+    conv1 -> norm1 -> relu -> ``pool`` (DPP, stride 2) -> conv2 (3x3, stride 1) -> norm2 ->
+    relu -> conv3 -> norm3; shortcut ``downsample.{pool,conv,bn}`` = DPP -> 1x1 -> norm.
+    Same conv FLOPs as the stock block. (N, inplanes, H, W) -> (N, 4 * planes, H', W').
+    """
+    new_submodules = ('pool', 'downsample.pool')
+
+    def __init__(self, inplanes: int, planes: int, dpp_cfg: dict, **kwargs):
+        super().__init__(inplanes, planes, **kwargs)
+        self.pool = build_dpp(dpp_cfg, planes, **STRIDED_WINDOW)
+        self.downsample = PooledShortcut(
+            build_dpp(dpp_cfg, inplanes, **STRIDED_WINDOW), inplanes, planes * self.expansion,
+            conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
+
+    def pooled_conv2(self, out, guide: tuple):
+        return self.conv2(self.pool(out))
+
+
+@MODELS.register_module()
+class DPPResNet(PooledResNet):
+    """ResNet with Detail-Preserving Pooling (DPP) for its downsampling steps.
+
+    The stem max-pool becomes a 3x3/s2/p1 DPP (``maxpool.*``; keep the max-pool with
+    ``dpp_stem=False``). Other arguments are mmdet ``ResNet``'s; see :class:`PooledResNet`.
+
+    Args:
+        dpp_cfg (dict): the DPP layer: ``type`` in LiteDPP / FullDPP / S3DPP plus its options
+            (``reward='asym'|'sym'``, ``kernel_size``..., S3DPP's ``guide``, ``grid_size``).
+            Window entries left unset default to 3x3 / stride 2 / padding 1.
+        dpp_placement (str): ``'replace_stride'`` (default, cheap): in each stride-2 block
+            DPP pools before the 3x3 conv (run at stride 1) and before the 1x1 shortcut
+            conv. ``'after_add'`` (the paper's ResNets): the stride-2 block runs wholly at
+            stride 1 and DPP pools its output, about 1.6x the FLOPs of a ResNet-50.
+        dpp_stem (bool): replace the stem max-pool with DPP. Default: True.
+    """
+    pretrained_hint = ('Point it at a torchvision-layout ResNet checkpoint of the same depth, '
+                       'or set model.backbone.init_cfg=None to train from scratch.')
+    placements = ('replace_stride', 'after_add')
+
+    def __init__(self, depth: int, dpp_cfg=dict(type='LiteDPP', reward='asym'),
+                 dpp_placement: str = 'replace_stride', dpp_stem: bool = True, **kwargs):
+        if not isinstance(dpp_cfg, dict) or dpp_cfg.get('type') not in DPP_TYPES:
+            raise ValueError(f'dpp_cfg must be a dict with type in {DPP_TYPES}, got {dpp_cfg!r}')
+        if dpp_placement not in self.placements:
+            raise ValueError(f'dpp_placement must be one of {self.placements}, '
+                             f'got {dpp_placement!r}')
+        self.dpp_cfg = dict(dpp_cfg)
+        self.dpp_placement = dpp_placement
+        self.dpp_stem = dpp_stem
+        self.pool_layer_types = tuple(getattr(pool_layers, t) for t in DPP_TYPES)
+        super().__init__(depth, **kwargs)
+
+    def make_stem_pool(self, channels: int) -> nn.Module:
+        if not self.dpp_stem:
+            return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return build_dpp(self.dpp_cfg, channels, **STRIDED_WINDOW)
+
+    def make_downsample_block(self, block, inplanes: int, planes: int, **kwargs) -> nn.Module:
+        bottleneck = issubclass(block, Bottleneck)
+        if self.dpp_placement == 'after_add':
+            pool = build_dpp(self.dpp_cfg, planes * block.expansion, **STRIDED_WINDOW)
+            post_cls = PostPooledBottleneck if bottleneck else PostPooledBasicBlock
+            return post_cls(inplanes, planes, pool=pool, **kwargs)
+        if bottleneck:
+            return DPPBottleneck(inplanes, planes, dpp_cfg=self.dpp_cfg, **kwargs)
+        pool = build_dpp(self.dpp_cfg, inplanes, **STRIDED_WINDOW)
+        return PooledBasicBlock(inplanes, planes, pool=pool, **kwargs)

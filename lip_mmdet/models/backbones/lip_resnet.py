@@ -1,0 +1,132 @@
+"""LIP-ResNet (Gao et al., ICCV 2019) as an mmdet backbone.
+
+Depth 50/101/152 follow the official wiring and key names, so the official checkpoints load
+after renaming only ``layer1.0.downsample.{conv,bn}`` (see ``convert.py``). Depth 18/34 carry
+the same idea on BasicBlocks with a narrower logit trunk (see docs/backbones.md).
+"""
+from typing import Optional
+
+from mmcv.cnn import build_conv_layer
+from mmdet.models.backbones.resnet import Bottleneck
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule, Sequential
+from torch import nn
+
+from ..layers import BottleneckLIP, BottleneckShared, SimplifiedLIP
+from .pooled_resnet import PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut
+
+__all__ = ['LIPResNet', 'LIPBottleneck', 'BottleneckLIPPool']
+
+# Width of the shared logit trunk: the reference's 128 for Bottleneck nets; 18/34 use
+# ``inplanes // 2`` per stage unless ``lip_width`` is given (see docs/backbones.md).
+REFERENCE_LIP_WIDTH = 128
+
+
+class BottleneckLIPPool(BaseModule):
+    """LIP whose logits come from its own bottleneck trunk (no sharing).
+
+    ``lip(x, bottleneck_shared(x))``: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)). With the
+    zero-initialised ``lip.postprocessing.conv`` it starts as 3x3 average pooling.
+    """
+
+    def __init__(self, channels: int, width: int, norm_cfg=dict(type='IN', affine=True)):
+        super().__init__()
+        self.bottleneck_shared = BottleneckShared(channels, width=width, norm_cfg=norm_cfg)
+        self.lip = BottleneckLIP(channels, width=width, norm_cfg=norm_cfg)
+
+    def forward(self, x):
+        return self.lip(x, self.bottleneck_shared(x))
+
+
+class LIPBottleneck(PooledBottleneck):
+    """Stride-2 Bottleneck of LIP-ResNet, official wiring and key names.
+
+    ``bottleneck_shared`` runs once on the block input; ``conv2`` = [BottleneckLIP(planes),
+    1x1 conv] replaces the strided 3x3 conv (with ``dcn`` the second element is the 3x3
+    deformable conv at stride 1); the shortcut is ``downsample.{lip,conv,bn}``.
+    (N, inplanes, H, W) -> (N, 4 * planes, ceil(H/2), ceil(W/2)).
+    """
+    new_submodules = ('bottleneck_shared', 'conv2')
+
+    def __init__(self, inplanes: int, planes: int, lip_width: int = REFERENCE_LIP_WIDTH,
+                 lip_norm_cfg=dict(type='IN', affine=True), **kwargs):
+        super().__init__(inplanes, planes, **kwargs)
+        self.bottleneck_shared = BottleneckShared(inplanes, width=lip_width, norm_cfg=lip_norm_cfg)
+        mixer = self.conv2 if self.with_dcn else build_conv_layer(
+            self.conv_cfg, planes, planes, kernel_size=1, bias=False)
+        self.conv2 = Sequential(BottleneckLIP(planes, width=lip_width, norm_cfg=lip_norm_cfg),
+                                mixer)
+        self.downsample = PooledShortcut(
+            BottleneckLIP(inplanes, width=lip_width, norm_cfg=lip_norm_cfg), inplanes,
+            planes * self.expansion, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
+            pool_name='lip')
+
+    def pool_guide(self, x) -> tuple:
+        return (self.bottleneck_shared(x), )
+
+    def pooled_conv2(self, out, guide: tuple):
+        lip, mixer = self.conv2
+        return mixer(lip(out, *guide))
+
+
+@MODELS.register_module()
+class LIPResNet(PooledResNet):
+    """ResNet with Local Importance-based Pooling (LIP) for every downsampling step.
+
+    Stem max-pool -> ``SimplifiedLIP(stem_channels)`` (or a bottleneck-logit LIP, see
+    ``stem_lip``); the first block of each stride-2 stage is an :class:`LIPBottleneck`
+    (depth >= 50) or a :class:`PooledBasicBlock` around a :class:`BottleneckLIPPool`
+    (depth 18/34). All other arguments are mmdet ``ResNet``'s; see :class:`PooledResNet`.
+
+    Args:
+        lip_norm_cfg (dict): norm of the LIP logit modules (the reference: affine InstanceNorm);
+            ``norm_cfg`` stays the ResNet's own norm.
+        lip_width (int, optional): width of the logit trunks of the stride-2 blocks. Default:
+            128 for Bottleneck depths (reference); ``inplanes // 2`` per stage for 18/34.
+        stem_lip (str, optional): ``'simplified'`` (reference: 3x3 CxC logit conv at the
+            stem resolution) or ``'bottleneck'`` (a :class:`BottleneckLIPPool` of width
+            ``stem_channels // 4``, 8x fewer logit FLOPs). Default: ``'simplified'`` for
+            depth >= 50, ``'bottleneck'`` for 18/34.
+
+    Example:
+        >>> import torch
+        >>> self = LIPResNet(depth=18).eval()
+        >>> [tuple(o.shape) for o in self(torch.rand(1, 3, 65, 97))]
+        [(1, 64, 17, 25), (1, 128, 9, 13), (1, 256, 5, 7), (1, 512, 3, 4)]
+    """
+    pretrained_hint = ('Convert the official weights with `python tools/model_converters/'
+                       'lip2mmdet.py lip_resnet-50.pth PATH`, point it at a torchvision-layout '
+                       'ResNet checkpoint of the same depth, or set model.backbone.init_cfg=None '
+                       'to train from scratch.')
+    pool_layer_types = (SimplifiedLIP, BottleneckShared, BottleneckLIP)
+
+    def __init__(self, depth: int, lip_norm_cfg=dict(type='IN', affine=True),
+                 lip_width: Optional[int] = None, stem_lip: Optional[str] = None, **kwargs):
+        if depth not in self.arch_settings:
+            raise KeyError(f'invalid depth {depth} for LIPResNet, expected one of '
+                           f'{sorted(self.arch_settings)}')
+        basic = self.arch_settings[depth][0] is not Bottleneck
+        stem_lip = stem_lip or ('bottleneck' if basic else 'simplified')
+        if stem_lip not in ('simplified', 'bottleneck'):
+            raise ValueError(f"stem_lip must be 'simplified' or 'bottleneck', got {stem_lip!r}")
+        if lip_width is not None and (not isinstance(lip_width, int) or lip_width <= 0):
+            raise ValueError(f'lip_width must be a positive int or None, got {lip_width!r}')
+        self.lip_norm_cfg = lip_norm_cfg
+        self.lip_width = lip_width
+        self.stem_lip = stem_lip
+        super().__init__(depth, **kwargs)
+
+    def make_stem_pool(self, channels: int) -> nn.Module:
+        if self.stem_lip == 'simplified':
+            return SimplifiedLIP(channels, norm_cfg=self.lip_norm_cfg)
+        return BottleneckLIPPool(channels, width=max(channels // 4, 1),
+                                 norm_cfg=self.lip_norm_cfg)
+
+    def make_downsample_block(self, block, inplanes: int, planes: int, **kwargs) -> nn.Module:
+        if issubclass(block, Bottleneck):
+            width = self.lip_width or REFERENCE_LIP_WIDTH
+            return LIPBottleneck(inplanes, planes, lip_width=width,
+                                 lip_norm_cfg=self.lip_norm_cfg, **kwargs)
+        width = self.lip_width or max(inplanes // 2, 1)
+        pool = BottleneckLIPPool(inplanes, width=width, norm_cfg=self.lip_norm_cfg)
+        return PooledBasicBlock(inplanes, planes, pool=pool, **kwargs)

@@ -1,0 +1,259 @@
+"""mmdet ResNet whose downsampling steps are learned poolings, and the blocks that carry them.
+
+Subclasses say which pooling: :meth:`PooledResNet.make_stem_pool` replaces the stem max-pool,
+:meth:`PooledResNet.make_downsample_block` builds the first block of every stride-2 stage.
+Everything else (stem convs, stride-1 blocks, options) is mmdet's ``ResNet`` unchanged, so a
+stock ResNet checkpoint fits all parameters that are not new.
+"""
+import copy
+from typing import Optional, Sequence
+
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_conv_layer, build_norm_layer
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmdet.models.layers import ResLayer
+from mmengine.model import BaseModule, Sequential
+from torch import nn
+
+from .pretrained import apply_pretrained, fit_pretrained
+
+__all__ = ['PooledShortcut', 'PooledBottleneck', 'PooledBasicBlock', 'PostPooledBottleneck',
+           'PostPooledBasicBlock', 'PooledResNet', 'projection_shortcut']
+
+
+def _run(block, inner, x):
+    """Runs ``inner(x)``, under activation checkpointing when the block asks for it."""
+    if block.with_cp and x.requires_grad:
+        return cp.checkpoint(inner, x, use_reentrant=False)
+    return inner(x)
+
+
+def projection_shortcut(conv_cfg, norm_cfg, in_channels: int, out_channels: int) -> nn.Sequential:
+    """1x1 conv (stride 1) + norm; keys ``0.*`` / ``1.*`` as in a stock ResNet shortcut."""
+    return nn.Sequential(
+        build_conv_layer(conv_cfg, in_channels, out_channels, kernel_size=1, bias=False),
+        build_norm_layer(norm_cfg, out_channels)[1])
+
+
+class PooledShortcut(BaseModule):
+    """Shortcut that pools, then projects: ``bn(conv(pool(x, *pool_args)))``.
+
+    The pooling child is registered as ``pool_name`` (``lip`` gives the official LIP keys
+    ``downsample.{lip,conv,bn}``). (N, Cin, H, W) -> (N, Cout, H', W') with H', W' set by the pool.
+    """
+
+    def __init__(self, pool: nn.Module, in_channels: int, out_channels: int, conv_cfg=None,
+                 norm_cfg=dict(type='BN'), pool_name: str = 'pool'):
+        super().__init__()
+        self.pool_name = pool_name
+        self.new_submodules = (pool_name, )
+        self.add_module(pool_name, pool)
+        self.conv = build_conv_layer(conv_cfg, in_channels, out_channels, kernel_size=1,
+                                     bias=False)
+        self.bn = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def forward(self, x, *pool_args):
+        return self.bn(self.conv(getattr(self, self.pool_name)(x, *pool_args)))
+
+
+class PooledBottleneck(Bottleneck):
+    """Stride-2 Bottleneck whose downsampling is a pooling in front of conv2 (at stride 1).
+
+    conv1 -> norm1 -> relu -> [pooled conv2] -> norm2 -> relu -> conv3 -> norm3, plus the
+    shortcut ``downsample(x, *guide)``. Subclasses implement :meth:`pool_guide` (what both
+    poolings need from the block input, as a tuple) and :meth:`pooled_conv2`.
+    mmdet's plugins run at their usual positions. (N, Cin, H, W) -> (N, 4 * planes, H', W').
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 2, downsample=None, **kwargs):
+        if stride != 2:
+            raise ValueError(f'{type(self).__name__} downsamples by 2, got stride={stride}')
+        # The pooled shortcut replaces the strided one ResLayer would pass in.
+        super().__init__(inplanes, planes, stride=1, **kwargs)
+        self.stride = stride
+
+    def pool_guide(self, x) -> tuple:
+        return ()
+
+    def pooled_conv2(self, out, guide: tuple):
+        raise NotImplementedError
+
+    def forward(self, x):
+
+        def _inner_forward(x):
+            guide = self.pool_guide(x)
+            out = self.relu(self.norm1(self.conv1(x)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv1_plugin_names)
+            out = self.relu(self.norm2(self.pooled_conv2(out, guide)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv2_plugin_names)
+            out = self.norm3(self.conv3(out))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv3_plugin_names)
+            return out + self.downsample(x, *guide)
+
+        return self.relu(_run(self, _inner_forward, x))
+
+
+class PooledBasicBlock(BasicBlock):
+    """Stride-2 BasicBlock: one pooling shared by both branches, then a stride-1 block.
+
+    ``p = pool(x)``; ``out = relu(norm2(conv2(relu(norm1(conv1(p))))) + downsample(p))`` with
+    conv1 a 3x3 stride-1 conv (the FLOPs of the strided conv it replaces) and ``downsample``
+    a 1x1 conv + norm (stock keys ``downsample.0/1``). (N, Cin, H, W) -> (N, planes, H', W').
+    """
+    new_submodules = ('pool', )
+
+    def __init__(self, inplanes: int, planes: int, pool: nn.Module, stride: int = 2,
+                 downsample=None, conv_cfg=None, norm_cfg=dict(type='BN'), **kwargs):
+        if stride != 2:
+            raise ValueError(f'{type(self).__name__} downsamples by 2, got stride={stride}')
+        super().__init__(inplanes, planes, stride=1, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+                         **kwargs)
+        self.stride = stride
+        self.pool = pool
+        self.downsample = projection_shortcut(conv_cfg, norm_cfg, inplanes, planes)
+
+    def forward(self, x):
+
+        def _inner_forward(x):
+            pooled = self.pool(x)
+            out = self.relu(self.norm1(self.conv1(pooled)))
+            out = self.norm2(self.conv2(out))
+            return out + self.downsample(pooled)
+
+        return self.relu(_run(self, _inner_forward, x))
+
+
+class _PoolAfterBlock:
+    """Runs the whole block at stride 1, then pools its output (the DPP paper's placement)."""
+    new_submodules = ('pool', )
+
+    def __init__(self, inplanes: int, planes: int, pool: nn.Module, stride: int = 2,
+                 downsample=None, conv_cfg=None, norm_cfg=dict(type='BN'), **kwargs):
+        if stride != 2:
+            raise ValueError(f'{type(self).__name__} downsamples by 2, got stride={stride}')
+        out_channels = planes * self.expansion
+        shortcut = None
+        if inplanes != out_channels:
+            shortcut = projection_shortcut(conv_cfg, norm_cfg, inplanes, out_channels)
+        super().__init__(inplanes, planes, stride=1, downsample=shortcut, conv_cfg=conv_cfg,
+                         norm_cfg=norm_cfg, **kwargs)
+        self.stride = stride
+        self.pool = pool
+
+    def forward(self, x):
+        return self.pool(super().forward(x))
+
+
+class PostPooledBottleneck(_PoolAfterBlock, Bottleneck):
+    """Bottleneck at stride 1 followed by a stride-2 pooling of its output."""
+
+
+class PostPooledBasicBlock(_PoolAfterBlock, BasicBlock):
+    """BasicBlock at stride 1 followed by a stride-2 pooling of its output."""
+
+
+def _split_pretrained(init_cfg, pretrained):
+    """Separates a ``Pretrained`` entry from ``init_cfg``: returns (pretrained cfg, the rest)."""
+    if isinstance(pretrained, str):
+        if init_cfg is not None:
+            raise ValueError('init_cfg and pretrained cannot be given together')
+        return dict(type='Pretrained', checkpoint=pretrained), None
+    if pretrained is not None:
+        raise TypeError(f'pretrained must be a str or None, got {type(pretrained).__name__}')
+    cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg or [])
+    found = [c for c in cfgs if c.get('type') == 'Pretrained']
+    if len(found) > 1:
+        raise ValueError(f'init_cfg holds {len(found)} Pretrained entries, expected at most one')
+    rest = [c for c in cfgs if c.get('type') != 'Pretrained']
+    if not found:
+        return None, init_cfg
+    if 'checkpoint' not in found[0]:
+        raise KeyError(f'init_cfg {found[0]} needs a "checkpoint" path')
+    return copy.deepcopy(found[0]), (rest or None)
+
+
+class PooledResNet(ResNet):
+    """mmdet ``ResNet`` with learned poolings in place of its downsampling (abstract).
+
+    Takes every argument of mmdet's ``ResNet``. Differences:
+
+    - the stem max-pool is ``make_stem_pool(stem_channels)`` (``maxpool.*``), frozen with
+      stage 0 by ``frozen_stages``;
+    - the first block of each stride-2 stage comes from :meth:`make_downsample_block`
+      (``avg_down`` does not apply there: the pooling is the downsampling); strides must be
+      1 or 2;
+    - ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix])`` first initialises
+      everything as from scratch, then loads what fits from a stock / torchvision / official
+      LIP ResNet checkpoint (:func:`fit_pretrained`): the new pooling parameters keep
+      their initialisation, a wrong depth or shape raises, and the log lists new and unused
+      keys. ``init_weights`` re-applies each pooling layer's own ``init_weights`` after
+      mmdet's Kaiming pass, which would otherwise overwrite them.
+    """
+    # Children of this module that a stock ResNet lacks (see ``new_parameter_keys``).
+    new_submodules = ('maxpool', )
+    # Appended to the FileNotFoundError of a missing local checkpoint.
+    pretrained_hint = ''
+    # Layer classes whose ``init_weights`` restores their reference initialisation.
+    pool_layer_types: tuple = ()
+
+    def __init__(self, depth: int, init_cfg=None, pretrained: Optional[str] = None, **kwargs):
+        self.pretrained_cfg, init_cfg = _split_pretrained(init_cfg, pretrained)
+        super().__init__(depth, init_cfg=init_cfg, **kwargs)
+
+    # --- construction hooks -------------------------------------------------------------
+    def make_stem_pool(self, channels: int) -> nn.Module:
+        raise NotImplementedError
+
+    def make_downsample_block(self, block, inplanes: int, planes: int, **kwargs) -> nn.Module:
+        raise NotImplementedError
+
+    def _make_stem_layer(self, in_channels: int, stem_channels: int):
+        super()._make_stem_layer(in_channels, stem_channels)
+        self.maxpool = self.make_stem_pool(stem_channels)
+
+    def make_res_layer(self, **kwargs):
+        stride = kwargs['stride']
+        if stride == 1:
+            return ResLayer(**kwargs)
+        if stride != 2:
+            raise ValueError(f'{type(self).__name__}: stage strides must be 1 or 2, got {stride}')
+        block = kwargs.pop('block')
+        num_blocks = kwargs.pop('num_blocks')
+        inplanes, planes = kwargs.pop('inplanes'), kwargs.pop('planes')
+        for unused in ('stride', 'avg_down'):
+            kwargs.pop(unused)
+        first = self.make_downsample_block(block, inplanes, planes, **kwargs)
+        rest = [block(inplanes=planes * block.expansion, planes=planes, **kwargs)
+                for _ in range(1, num_blocks)]
+        return Sequential(first, *rest)
+
+    # --- freezing and initialisation ----------------------------------------------------
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        if self.frozen_stages >= 0:
+            self.maxpool.eval()
+            for param in self.maxpool.parameters():
+                param.requires_grad = False
+
+    def pool_layers(self) -> Sequence[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, self.pool_layer_types)]
+
+    def init_weights(self):
+        if self.is_init:
+            super().init_weights()  # mmengine warns about the repeated call and does nothing
+            return
+        fitted = None
+        if self.pretrained_cfg is not None:  # a checkpoint that does not fit fails early
+            fitted = fit_pretrained(self, self.pretrained_cfg['checkpoint'],
+                                    hint=self.pretrained_hint,
+                                    prefix=self.pretrained_cfg.get('prefix'),
+                                    map_location=self.pretrained_cfg.get('map_location', 'cpu'))
+        super().init_weights()
+        for layer in self.pool_layers():
+            if hasattr(layer, 'init_weights') and not getattr(layer, 'is_init', False):
+                layer.init_weights()
+        if fitted is not None:
+            apply_pretrained(self, fitted, self.pretrained_cfg['checkpoint'])

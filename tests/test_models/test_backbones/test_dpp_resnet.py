@@ -1,0 +1,126 @@
+import pytest
+import torch
+from backbone_test_utils import (TWO_STAGES, assert_same_outputs_and_grads, frozen_state,
+                                 output_shapes)
+from mmdet.models.backbones import ResNet
+from mmdet.registry import MODELS
+from torch import nn
+
+import lip_mmdet  # noqa: F401
+from lip_mmdet.models.backbones import (DPPBottleneck, DPPResNet, PooledBasicBlock,
+                                        PostPooledBasicBlock, PostPooledBottleneck)
+from lip_mmdet.models.backbones.complexity import count_params
+from lip_mmdet.models.layers import FullDPP, LiteDPP, S3DPP
+
+EXPECTED_65x97 = [(17, 25), (9, 13), (5, 7), (3, 4)]
+EXPECTED_33x49 = [(9, 13), (5, 7), (3, 4), (2, 2)]
+VARIANTS = [
+    dict(type='LiteDPP', reward='asym'),
+    dict(type='LiteDPP', reward='sym'),
+    dict(type='FullDPP', reward='asym'),
+    dict(type='FullDPP', reward='sym'),
+    dict(type='S3DPP', reward='sym', guide='lite'),
+]
+
+
+@pytest.mark.parametrize('depth,expansion', [(18, 1), (34, 1), (50, 4)])
+def test_output_channels_and_strides(depth, expansion):
+    shapes = output_shapes(DPPResNet(depth=depth))
+    assert shapes == [(1, 64 * 2**i * expansion, *EXPECTED_65x97[i]) for i in range(4)]
+
+
+@pytest.mark.parametrize('dpp_cfg', VARIANTS, ids=lambda c: f'{c["type"]}-{c["reward"]}')
+@pytest.mark.parametrize('placement', ['replace_stride', 'after_add'])
+def test_variants_forward_at_odd_sizes(dpp_cfg, placement):
+    torch.manual_seed(0)
+    model = DPPResNet(depth=18, dpp_cfg=dpp_cfg, dpp_placement=placement)
+    layer_type = dict(LiteDPP=LiteDPP, FullDPP=FullDPP, S3DPP=S3DPP)[dpp_cfg['type']]
+    pools = [m for m in model.modules() if isinstance(m, layer_type)]
+    assert len(pools) == 4  # stem + one per stride-2 stage (shared by both branches)
+    for train in (False, True):
+        model.train(train)
+        outs = model(torch.rand(1, 3, 33, 49))
+        assert [tuple(o.shape) for o in outs] == [
+            (1, 64 * 2**i, *EXPECTED_33x49[i]) for i in range(4)]
+        assert all(torch.isfinite(o).all() for o in outs)
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in pools[1].parameters())
+
+
+def test_bottleneck_placements():
+    cheap = DPPResNet(depth=50)
+    block = cheap.layer2[0]
+    assert isinstance(block, DPPBottleneck) and isinstance(block.pool, LiteDPP)
+    assert block.conv2.stride == (1, 1) and block.conv2.kernel_size == (3, 3)
+    assert isinstance(block.downsample.pool, LiteDPP) and block.downsample.conv.stride == (1, 1)
+    assert isinstance(cheap.maxpool, LiteDPP)
+    # Same convolutions as ResNet-50: only the DPP parameters are added.
+    dpp_params = sum(p.numel() for m in cheap.modules() if isinstance(m, LiteDPP)
+                     for p in m.parameters())
+    assert count_params(cheap) == count_params(ResNet(depth=50)) + dpp_params
+
+    paper = DPPResNet(depth=50, dpp_placement='after_add', dpp_stem=False)
+    block = paper.layer3[0]
+    assert isinstance(block, PostPooledBottleneck) and block.conv2.stride == (1, 1)
+    assert isinstance(block.downsample[0], nn.Conv2d) and block.downsample[0].stride == (1, 1)
+    assert isinstance(paper.maxpool, nn.MaxPool2d)
+    assert output_shapes(paper, 32, 32)[3] == (1, 2048, 1, 1)
+    assert isinstance(DPPResNet(depth=18, dpp_placement='after_add').layer2[0],
+                      PostPooledBasicBlock)
+    assert isinstance(DPPResNet(depth=18).layer2[0], PooledBasicBlock)
+
+
+def test_frozen_stages_freeze_the_stem_dpp():
+    model = DPPResNet(depth=18, frozen_stages=1)
+    model.train()
+    frozen, trainable = frozen_state(model, 1)
+    assert any(n.startswith('maxpool.') for n, _ in frozen)
+    assert all(not g for _, g in frozen) and all(g for _, g in trainable)
+    assert not model.maxpool.training and model.layer2[0].pool.training
+
+
+@pytest.mark.parametrize('depth,placement', [(50, 'replace_stride'), (18, 'after_add')])
+def test_with_cp_gives_the_same_outputs_and_gradients(depth, placement):
+    torch.manual_seed(0)
+    small = dict(depth=depth, dpp_placement=placement, out_indices=(0, 1), **TWO_STAGES)
+    reference = DPPResNet(**small)
+    for name, param in reference.named_parameters():
+        if 'log_' in name:  # away from the initial alpha = lambda = 1
+            param.data.uniform_(-0.5, 0.5)
+    candidate = DPPResNet(with_cp=True, **small)
+    assert_same_outputs_and_grads(reference, candidate)
+
+
+@pytest.mark.parametrize('depth,last_norm', [(18, 'norm2'), (50, 'norm3')])
+@pytest.mark.parametrize('placement', ['replace_stride', 'after_add'])
+def test_zero_init_residual_covers_the_dpp_blocks(depth, last_norm, placement):
+    model = DPPResNet(depth=depth, dpp_placement=placement, out_indices=(1, ),
+                      **TWO_STAGES)
+    model.init_weights()
+    for block in list(model.layer1) + list(model.layer2):
+        assert torch.all(getattr(block, last_norm).weight == 0), type(block)
+
+
+def test_init_weights_keeps_the_dpp_initialisation():
+    torch.manual_seed(0)
+    model = DPPResNet(depth=18, dpp_cfg=dict(type='FullDPP', reward='sym'))
+    before = {n: p.clone() for n, p in model.named_parameters() if 'pool' in n}
+    model.init_weights()
+    after = dict(model.named_parameters())
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, msg=name)
+
+
+def test_builds_from_registry():
+    model = MODELS.build(dict(type='DPPResNet', depth=18, dpp_cfg=dict(type='FullDPP',
+                                                                       reward='sym'),
+                              out_indices=(2, 3)))
+    assert isinstance(model, DPPResNet) and isinstance(model.layer3[0].pool, FullDPP)
+    assert [s[1] for s in output_shapes(model, 32, 32)] == [256, 512]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='dpp_cfg'):
+        DPPResNet(depth=18, dpp_cfg=dict(type='MaxPool'))
+    with pytest.raises(ValueError, match='dpp_placement'):
+        DPPResNet(depth=18, dpp_placement='before_add')
