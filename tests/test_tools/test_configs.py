@@ -1,0 +1,66 @@
+"""Every detection config under configs/ builds its model and pipelines, trains one
+iteration and runs one validation pass on the tiny generated COCO dataset (real Runner)."""
+import math
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from tiny_run import CONFIGS, tiny_options
+
+COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m',
+             'bbox_mAP_l')
+EXPECTED = {
+    'faster_rcnn_lip_r50.py', 'faster_rcnn_lip_r101.py', 'retinanet_lip_r50.py',
+    'retinanet_lip_r101.py', 'faster_rcnn_dpp_r50.py', 'retinanet_dpp_r50.py'
+}
+
+
+def test_all_detection_configs_are_present():
+    assert EXPECTED <= {path.name for path in CONFIGS}
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on the shared 2-core machine, two threads run several times
+    slower than one as soon as another process is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda path: path.stem)
+def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path, one_thread):
+    cfg = Config.fromfile(str(config))
+    backbone = cfg.model.backbone
+    assert backbone.type == ('DPPResNet' if '_dpp_' in config.name else 'LIPResNet')
+    assert backbone.depth == (101 if config.stem.endswith('r101') else 50)
+    assert backbone.init_cfg.checkpoint.startswith('checkpoints/'), backbone.init_cfg
+
+    cfg.merge_from_dict(tiny_options(cfg, tiny_coco))
+    cfg.work_dir = str(tmp_path)
+    cfg.default_hooks.checkpoint = None  # saving is tested with the tools; it costs seconds here
+    # the Runner keys its logger, message hub and visualizer by these names
+    cfg.experiment_name = cfg.visualizer.name = config.stem
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+    assert runner.iter == 1
+    hub = runner.message_hub
+    assert math.isfinite(hub.get_scalar('train/loss').current())
+    metrics = {key: hub.get_scalar(f'val/coco/{key}').current() for key in COCO_KEYS}
+    assert all(-1 <= value <= 1 for value in metrics.values()), metrics
+    assert metrics['bbox_mAP_s'] >= 0, 'the tiny val split has small objects'
+
+    if '_dpp_' in config.name:
+        names = {id(param): name for name, param in runner.model.named_parameters()}
+        decay = {names[id(param)]: group['weight_decay']
+                 for group in runner.optim_wrapper.optimizer.param_groups
+                 for param in group['params']}
+        dpp = {name: wd for name, wd in decay.items()
+               if name.endswith(('log_alpha', 'log_lambda'))}
+        assert dpp, 'no DPP parameters found in the optimizer'
+        assert set(dpp.values()) == {0.0}, dpp
+        assert decay['backbone.layer4.0.conv1.weight'] == cfg.optim_wrapper.optimizer.weight_decay
