@@ -234,8 +234,8 @@ def _filter_alignment(kernel: int) -> int:
 
 
 def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                     kernel_size: IntPair = 2, stride: IntPair = 2,
-                     padding=0) -> torch.Tensor:
+                     kernel_size: IntPair = 2, stride: IntPair = 2, padding=0, *,
+                     backend: str = 'auto') -> torch.Tensor:
     """Full-DPP guide: a per-channel 3x3 filter (+ bias) placed on each pooling window.
 
     The filter's taps are aligned with the window (for a 2-wide window the window is its
@@ -245,6 +245,7 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     Args:
         x: (N, C, H, W). weight: (C, 1, 3, 3). bias: (C,) or None.
         kernel_size, stride, padding: the pooling window, as in :func:`dpp2d`.
+        backend: as in :func:`dpp2d` (the fallback is ``F.conv2d``).
 
     Returns:
         (N, C, Ho, Wo).
@@ -260,10 +261,60 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     top, left = pads[0] + shift_h, pads[2] + shift_w
     bottom = (out_size[0] - 1) * step[0] + 3 - top - x.shape[2]
     right = (out_size[1] - 1) * step[1] + 3 - left - x.shape[3]
+    if bias is None:
+        bias = x.new_zeros(channels)
+    library = select_cpu_library(x, backend)
+    if library is not None and x.numel() > 0:
+        return _FilterGuideFunction.apply(x, weight, bias, step, (top, left), out_size, library)
     # Negative pads crop: the filter never needs those rows/columns.
     padded = F.pad(x, (left, right, top, bottom))
-    return F.conv2d(padded, weight.to(x.dtype),
-                    None if bias is None else bias.to(x.dtype), stride=step, groups=channels)
+    return F.conv2d(padded, weight.to(x.dtype), bias.to(x.dtype), stride=step, groups=channels)
+
+
+class _FilterGuideFunction(torch.autograd.Function):
+    """Fused CPU kernel for the strided depthwise 3x3 filter (torch's CPU depthwise
+    convolution is several times slower). Saves x and the filter."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, offsets, out_size, library):
+        ctx.save_for_backward(x, weight)
+        ctx.config = (stride, offsets, library)
+        dtype = compute_dtype(x.dtype)
+        # Keep every converted tensor referenced until the call returns.
+        xc, wc, bc = (t.to(dtype).contiguous() for t in (x, weight, bias))
+        out = xc.new_empty((*x.shape[:2], *out_size))
+        status = _kernel_function(library, 'dpp_filter_guide_forward', dtype)(
+            xc.data_ptr(), wc.data_ptr(), bc.data_ptr(), out.data_ptr(),
+            _filter_sizes(x, out_size, stride, offsets), kernel_threads(x.numel()))
+        if status != 0:
+            raise RuntimeError('dpp filter guide CPU kernel failed (out of memory?)')
+        return out.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, offsets, library = ctx.config
+        dtype = compute_dtype(x.dtype)
+        n, channels = x.shape[:2]
+        xc, wc, gc = (t.to(dtype).contiguous() for t in (x, weight, grad))
+        grad_x = torch.empty_like(xc)
+        plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
+        plane_bias = torch.empty(n * channels, dtype=torch.float64)
+        status = _kernel_function(library, 'dpp_filter_guide_backward', dtype)(
+            xc.data_ptr(), wc.data_ptr(), gc.data_ptr(), grad_x.data_ptr(), plane_weight.data_ptr(),
+            plane_bias.data_ptr(), _filter_sizes(x, grad.shape[2:], stride, offsets),
+            kernel_threads(x.numel()))
+        if status != 0:
+            raise RuntimeError('dpp filter guide CPU kernel failed (out of memory?)')
+        grad_weight = plane_weight.view(n, channels, 1, 3, 3).sum(0).to(weight.dtype)
+        grad_bias = plane_bias.view(n, channels).sum(0).to(weight.dtype)
+        return grad_x.to(x.dtype), grad_weight, grad_bias, None, None, None, None
+
+
+def _filter_sizes(x, out_size, stride, offsets):
+    n, c, h, w = x.shape
+    return (ctypes.c_int64 * 10)(n * c, c, h, w, *out_size, *stride, *offsets)
 
 
 def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:

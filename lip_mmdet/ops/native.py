@@ -94,6 +94,8 @@ def _bind(path: Path) -> ctypes.CDLL:
         'lip2d_backward': [pointer] * 5 + [sizes, ctypes.c_double, c_int],
         'dpp2d_forward': [pointer] * 5 + [sizes, c_int, c_int],
         'dpp2d_backward': [pointer] * 9 + [sizes, c_int, c_int],
+        'dpp_filter_guide_forward': [pointer] * 4 + [sizes, c_int],
+        'dpp_filter_guide_backward': [pointer] * 6 + [sizes, c_int],
     }
     for name, argtypes in signatures.items():
         for suffix in ('f32', 'f64'):

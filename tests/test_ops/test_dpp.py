@@ -114,8 +114,8 @@ def test_gradcheck_inputs_guide_and_parameters(backend, reward, window):
     weight = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, w, b: dpp2d(a, dpp_filter_guide(a, w, b, *window), alpha, lam, reward,
-                              *window, backend=backend), (x, weight, bias))
+        lambda a, w, b: dpp2d(a, dpp_filter_guide(a, w, b, *window, backend=backend), alpha,
+                              lam, reward, *window, backend=backend), (x, weight, bias))
     # One alpha/lambda shared by all channels.
     assert torch.autograd.gradcheck(
         lambda a, al, la: dpp2d(a, dpp_box_guide(a, *window), al, la, reward, *window,
@@ -133,26 +133,46 @@ def test_gradients_finite_with_huge_lambda(backend):
         assert all(g.isfinite().all() for g in grads)
 
 
-@pytest.mark.parametrize('window', [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0)])
-def test_box_initialised_filter_guide_equals_box_guide(window):
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('window', [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0),
+                                    (5, 2, 2), (2, 1, (0, 1, 0, 1))])
+def test_box_initialised_filter_guide_equals_box_guide(backend, window):
     x = _x((2, 3, 7, 6))
     weight = dpp_filter_box_init(window[0]).expand(3, 1, 3, 3)
-    torch.testing.assert_close(dpp_filter_guide(x, weight, None, *window),
-                               dpp_box_guide(x, *window))
+    guide = dpp_filter_guide(x, weight, None, *window, backend=backend)
+    if window[0] <= 3:
+        torch.testing.assert_close(guide, dpp_box_guide(x, *window))
+    else:  # wider windows: the mean of their central 3x3
+        torch.testing.assert_close(guide, dpp_box_guide(x, 3, 2, 1))
 
 
-def test_filter_guide_is_aligned_with_the_window():
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_filter_guide_is_aligned_with_the_window(backend):
     x = _x((1, 2, 8, 8))
     first_tap = torch.zeros(2, 1, 3, 3, dtype=torch.float64)
     first_tap[:, :, 0, 0] = 1
     # 2x2/s2: the filter's first tap is the window's top-left pixel.
-    torch.testing.assert_close(dpp_filter_guide(x, first_tap, None, 2, 2, 0), x[..., ::2, ::2])
+    torch.testing.assert_close(dpp_filter_guide(x, first_tap, None, 2, 2, 0, backend=backend),
+                               x[..., ::2, ::2])
     # 3x3/s2/p1: the centre tap is the window centre; the bias is added.
     centre = torch.zeros_like(first_tap)
     centre[:, :, 1, 1] = 1
     bias = torch.tensor([1.0, -2.0], dtype=torch.float64)
-    torch.testing.assert_close(dpp_filter_guide(x, centre, bias, 3, 2, 1),
+    torch.testing.assert_close(dpp_filter_guide(x, centre, bias, 3, 2, 1, backend=backend),
                                x[..., ::2, ::2] + bias.view(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize('window', [(2, 2, 0), (3, 2, 1), (5, 3, 2), (2, 1, (0, 1, 0, 1))])
+def test_filter_guide_backends_agree_with_gradients(window):
+    x = _x((2, 3, 9, 7)).requires_grad_()
+    weight = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for backend in BACKENDS:
+        guide = dpp_filter_guide(x, weight, bias, *window, backend=backend)
+        results.append((guide, *torch.autograd.grad(guide.square().sum(), (x, weight, bias))))
+    for kernel, conv in zip(*results):
+        torch.testing.assert_close(kernel, conv)
 
 
 def test_same_padding_keeps_the_size_at_stride_one():

@@ -50,7 +50,8 @@ struct DppScratch {
     for (auto* v : {&value, &deviation, &penalty, &log_ratio, &weight_exp, &valid, &grad_t})
       v->resize(kwo);
     for (auto* v : {&penalty_sum, &count, &log_mean, &t_max, &shift, &weight_sum,
-                    &weighted_sum, &out, &grad_scale, &grad_t_sum, &beta_sum, &lambda_terms, &grad_guide, &contribution})
+                    &weighted_sum, &out, &grad_scale, &grad_t_sum, &beta_sum, &lambda_terms,
+                    &grad_guide, &contribution})
       v->resize(wo);
     col_begin.resize(g.kw);
     col_end.resize(g.kw);
@@ -298,6 +299,76 @@ int backward(const T* x, const T* guide, const T* alpha, const T* lambda, const 
   });
 }
 
+// Full-DPP guide: a per-plane 3x3 filter + bias at stride (sh, sw); tap (i, j) of output
+// (oh, ow) reads input (oh * sh - top + i, ow * sw - left + j), zero outside the map.
+struct FilterGeometry {
+  int64_t planes, channels, height, width, out_height, out_width, sh, sw, top, left;
+  // Output columns [begin, end) whose tap column j lies inside the map.
+  void columns(int64_t j, int64_t* begin, int64_t* end) const {
+    int64_t b = 0;
+    while (b < out_width && b * sw - left + j < 0) ++b;
+    int64_t e = b;
+    while (e < out_width && e * sw - left + j < width) ++e;
+    *begin = b;
+    *end = e;
+  }
+};
+
+template <typename T>
+void filter_plane_forward(const T* x, const T* weight, T bias, T* out, const FilterGeometry& g) {
+  std::fill(out, out + g.out_height * g.out_width, bias);
+  for (int64_t j = 0; j < 3; ++j) {
+    int64_t begin, end;
+    g.columns(j, &begin, &end);
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+      T* out_row = out + oh * g.out_width;
+      for (int64_t i = 0; i < 3; ++i) {
+        const int64_t r = oh * g.sh - g.top + i;
+        if (r < 0 || r >= g.height) continue;
+        const T w = weight[i * 3 + j];
+        const T* src = x + r * g.width + j - g.left;
+        for (int64_t ow = begin; ow < end; ++ow) out_row[ow] += w * src[ow * g.sw];
+      }
+    }
+  }
+}
+
+template <typename T>
+void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* grad_x,
+                           double* grad_weight, double* grad_bias, const FilterGeometry& g) {
+  std::fill(grad_x, grad_x + g.height * g.width, T(0));
+  double bias_acc = 0;
+  for (int64_t k = 0; k < g.out_height * g.out_width; ++k) bias_acc += grad_out[k];
+  *grad_bias = bias_acc;
+  for (int64_t j = 0; j < 3; ++j) {
+    int64_t begin, end;
+    g.columns(j, &begin, &end);
+    for (int64_t i = 0; i < 3; ++i) {
+      const T w = weight[i * 3 + j];
+      double weight_acc = 0;
+      for (int64_t oh = 0; oh < g.out_height; ++oh) {
+        const int64_t r = oh * g.sh - g.top + i;
+        if (r < 0 || r >= g.height) continue;
+        const T* g_row = grad_out + oh * g.out_width;
+        const T* src = x + r * g.width + j - g.left;
+        T* dst = grad_x + r * g.width + j - g.left;
+        T row_acc = 0;
+        for (int64_t ow = begin; ow < end; ++ow) {
+          row_acc += g_row[ow] * src[ow * g.sw];
+          dst[ow * g.sw] += w * g_row[ow];
+        }
+        weight_acc += row_acc;
+      }
+      grad_weight[i * 3 + j] = weight_acc;
+    }
+  }
+}
+
+FilterGeometry filter_geometry(const int64_t* sizes) {
+  return FilterGeometry{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
+                        sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+}
+
 }  // namespace
 
 // sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right};
@@ -323,3 +394,36 @@ int backward(const T* x, const T* guide, const T* alpha, const T* lambda, const 
 
 DPP2D_EXPORT(f32, float)
 DPP2D_EXPORT(f64, double)
+
+// sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left}; weight: C x 9, bias: C;
+// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success.
+#define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                        \
+  extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,               \
+                                                   const T* bias, T* out,                     \
+                                                   const int64_t* sizes, int threads) {       \
+    const FilterGeometry g = filter_geometry(sizes);                                          \
+    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
+    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
+      for (int64_t p = first; p < last; ++p) {                                                \
+        const int64_t c = p % g.channels;                                                     \
+        filter_plane_forward(x + p * in_plane, weight + c * 9, bias[c], out + p * out_plane,  \
+                             g);                                                              \
+      }                                                                                       \
+    });                                                                                       \
+  }                                                                                           \
+  extern "C" int dpp_filter_guide_backward_##SUFFIX(                                          \
+      const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,         \
+      double* grad_bias, const int64_t* sizes, int threads) {                                 \
+    const FilterGeometry g = filter_geometry(sizes);                                          \
+    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
+    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
+      for (int64_t p = first; p < last; ++p) {                                                \
+        const int64_t c = p % g.channels;                                                     \
+        filter_plane_backward(x + p * in_plane, weight + c * 9, grad_out + p * out_plane,     \
+                              grad_x + p * in_plane, grad_weight + p * 9, grad_bias + p, g);  \
+      }                                                                                       \
+    });                                                                                       \
+  }
+
+FILTER_GUIDE_EXPORT(f32, float)
+FILTER_GUIDE_EXPORT(f64, double)

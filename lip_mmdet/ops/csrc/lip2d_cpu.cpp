@@ -42,12 +42,15 @@ inline void span(int64_t index, int64_t stride, int64_t pad, int64_t kernel, int
 
 template <typename T>
 struct Scratch {
-  std::vector<T> weight, weighted, row_weight, row_weighted;
-  void resize(const Geometry& g) {
-    weight.resize(g.height * g.width);
-    weighted.resize(g.height * g.width);
-    row_weight.resize(g.width);
-    row_weighted.resize(g.width);
+  // Plane-sized: weights e, x * e and (backward) the scattered window terms A, B.
+  std::vector<T> weight, weighted, spread, spread_out;
+  std::vector<T> row_weight, row_weighted, row_spread, row_spread_out;
+  void resize(const Geometry& g, bool backward) {
+    for (auto* v : {&weight, &weighted}) v->resize(g.height * g.width);
+    if (backward)
+      for (auto* v : {&spread, &spread_out}) v->resize(g.height * g.width);
+    for (auto* v : {&row_weight, &row_weighted, &row_spread, &row_spread_out})
+      v->resize(g.width);
   }
 };
 
@@ -151,18 +154,22 @@ template <typename T>
 void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l,
                     const Geometry& g, const Window& w, T shift_range, Scratch<T>& s) {
   const int64_t count = g.height * g.width;
-  std::fill(grad_x, grad_x + count, T(0));
-  std::fill(grad_l, grad_l + count, T(0));
   T plane_max;
   if (plane_range_fits(logit, count, shift_range, &plane_max)) {
-    // The weights do not depend on the window: scatter G and G * out per window into grad_x
-    // and grad_l (as accumulators A and B), then grad_x = e A, grad_l = e (x A - B).
+    // The weights do not depend on the window: scatter A = sum_p G[p] and
+    // B = sum_p G[p] out[p] over the windows p containing each pixel (in cache-resident
+    // plane buffers), then grad_x = e A, grad_l = e (x A - B), each written once.
     plane_weights(x, logit, count, plane_max, s.weight.data(), s.weighted.data());
-    std::vector<T> acc_a(g.width), acc_b(g.width);
+    T* spread = s.spread.data();
+    T* spread_out = s.spread_out.data();
+    std::fill(spread, spread + count, T(0));
+    std::fill(spread_out, spread_out + count, T(0));
+    T* acc_a = s.row_spread.data();
+    T* acc_b = s.row_spread_out.data();
     for (int64_t oh = 0; oh < g.out_height; ++oh) {
       window_row_sums(g, w, oh, s);
-      std::fill(acc_a.begin(), acc_a.end(), T(0));
-      std::fill(acc_b.begin(), acc_b.end(), T(0));
+      std::fill(acc_a, acc_a + g.width, T(0));
+      std::fill(acc_b, acc_b + g.width, T(0));
       for (int64_t ow = 0; ow < g.out_width; ++ow) {
         int64_t c0, c1;
         span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
@@ -181,8 +188,8 @@ void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T*
       int64_t r0, r1;
       span(oh, w.sh, w.ph, w.kh, g.height, &r0, &r1);
       for (int64_t r = r0; r < r1; ++r) {
-        T* ga = grad_x + r * g.width;
-        T* gb = grad_l + r * g.width;
+        T* ga = spread + r * g.width;
+        T* gb = spread_out + r * g.width;
         for (int64_t c = 0; c < g.width; ++c) {
           ga[c] += acc_a[c];
           gb[c] += acc_b[c];
@@ -191,12 +198,13 @@ void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T*
     }
     const T* e = s.weight.data();
     for (int64_t i = 0; i < count; ++i) {
-      const T a = grad_x[i];
-      grad_l[i] = e[i] * (x[i] * a - grad_l[i]);
-      grad_x[i] = e[i] * a;
+      grad_l[i] = e[i] * (x[i] * spread[i] - spread_out[i]);
+      grad_x[i] = e[i] * spread[i];
     }
     return;
   }
+  std::fill(grad_x, grad_x + count, T(0));
+  std::fill(grad_l, grad_l + count, T(0));
   for (int64_t oh = 0; oh < g.out_height; ++oh) {
     for (int64_t ow = 0; ow < g.out_width; ++ow) {
       T m, n, d;
@@ -224,7 +232,7 @@ int forward(const T* x, const T* logit, T* out, int64_t planes, const Geometry& 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
   return lip_mmdet::parallel_blocks(planes, threads, [&](int64_t first, int64_t last) {
     Scratch<T> s;
-    s.resize(g);
+    s.resize(g, false);
     for (int64_t p = first; p < last; ++p)
       plane_forward(x + p * in_plane, logit + p * in_plane, out + p * out_plane, g, w,
                     shift_range, s);
@@ -237,7 +245,7 @@ int backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
   return lip_mmdet::parallel_blocks(planes, threads, [&](int64_t first, int64_t last) {
     Scratch<T> s;
-    s.resize(g);
+    s.resize(g, true);
     for (int64_t p = first; p < last; ++p)
       plane_backward(x + p * in_plane, logit + p * in_plane, grad_out + p * out_plane,
                      grad_x + p * in_plane, grad_l + p * in_plane, g, w, shift_range, s);
