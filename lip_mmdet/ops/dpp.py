@@ -15,13 +15,11 @@ largest |x - guide|). float16/bfloat16 inputs are computed in float32.
 """
 from typing import Optional, Tuple
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .native import kernel_threads, select_cpu_library
+from .native import run_kernel, select_cpu_library
 from .pool_args import IntPair, check_feature_map, check_window, compute_dtype
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
@@ -110,11 +108,12 @@ def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
 
 def _kernel_sizes(x, out_size, kernel, stride, pads):
     n, c, h, w = x.shape
-    return (ctypes.c_int64 * 14)(n * c, c, h, w, *out_size, *kernel, *stride, *pads)
+    return (n * c, c, h, w, *out_size, *kernel, *stride, *pads)
 
 
-def _kernel_function(library, name, dtype):
-    return getattr(library, f'{name}_{"f32" if dtype == torch.float32 else "f64"}')
+def _kernel_params(tensors, dtype, channels):
+    """Per-channel parameters as contiguous (C,) tensors of the compute dtype."""
+    return tuple(t.to(dtype).reshape(-1).expand(channels).contiguous() for t in tensors)
 
 
 class _DPP2dFunction(torch.autograd.Function):
@@ -125,17 +124,11 @@ class _DPP2dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, guide, alpha, lam)
         ctx.config = (asym, kernel, stride, pads, library)
         dtype = compute_dtype(x.dtype)
-        channels = x.shape[1]
         xc, gc = x.to(dtype).contiguous(), guide.to(dtype).contiguous()
-        ac = alpha.to(dtype).reshape(-1).expand(channels).contiguous()
-        lc = lam.to(dtype).reshape(-1).expand(channels).contiguous()
         out = torch.empty_like(gc)
-        status = _kernel_function(library, 'dpp2d_forward', dtype)(
-            xc.data_ptr(), gc.data_ptr(), ac.data_ptr(), lc.data_ptr(), out.data_ptr(),
-            _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym),
-            kernel_threads(x.numel()))
-        if status != 0:
-            raise RuntimeError('dpp2d CPU kernel failed (out of memory?)')
+        run_kernel(library, 'dpp2d_forward',
+                   (xc, gc, *_kernel_params((alpha, lam), dtype, x.shape[1]), out),
+                   _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym))
         return out.to(x.dtype)
 
     @staticmethod
@@ -145,20 +138,14 @@ class _DPP2dFunction(torch.autograd.Function):
         asym, kernel, stride, pads, library = ctx.config
         dtype = compute_dtype(x.dtype)
         n, channels = x.shape[:2]
-        xc, gc = x.to(dtype).contiguous(), guide.to(dtype).contiguous()
-        ac = alpha.to(dtype).reshape(-1).expand(channels).contiguous()
-        lc = lam.to(dtype).reshape(-1).expand(channels).contiguous()
-        grad_out = grad.to(dtype).contiguous()
+        xc, gc, grad_out = (t.to(dtype).contiguous() for t in (x, guide, grad))
         grad_x, grad_guide = torch.empty_like(xc), torch.empty_like(gc)
         plane_alpha = torch.empty(n * channels, dtype=torch.float64)
         plane_lam = torch.empty(n * channels, dtype=torch.float64)
-        status = _kernel_function(library, 'dpp2d_backward', dtype)(
-            xc.data_ptr(), gc.data_ptr(), ac.data_ptr(), lc.data_ptr(), grad_out.data_ptr(),
-            grad_x.data_ptr(), grad_guide.data_ptr(), plane_alpha.data_ptr(),
-            plane_lam.data_ptr(), _kernel_sizes(x, gc.shape[2:], kernel, stride, pads),
-            int(asym), kernel_threads(x.numel()))
-        if status != 0:
-            raise RuntimeError('dpp2d CPU kernel failed (out of memory?)')
+        run_kernel(library, 'dpp2d_backward',
+                   (xc, gc, *_kernel_params((alpha, lam), dtype, channels), grad_out, grad_x,
+                    grad_guide, plane_alpha, plane_lam),
+                   _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym))
 
         def per_param(planes, param):
             per_channel = planes.view(n, channels).sum(0)
@@ -280,14 +267,10 @@ class _FilterGuideFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.config = (stride, offsets, library)
         dtype = compute_dtype(x.dtype)
-        # Keep every converted tensor referenced until the call returns.
         xc, wc, bc = (t.to(dtype).contiguous() for t in (x, weight, bias))
         out = xc.new_empty((*x.shape[:2], *out_size))
-        status = _kernel_function(library, 'dpp_filter_guide_forward', dtype)(
-            xc.data_ptr(), wc.data_ptr(), bc.data_ptr(), out.data_ptr(),
-            _filter_sizes(x, out_size, stride, offsets), kernel_threads(x.numel()))
-        if status != 0:
-            raise RuntimeError('dpp filter guide CPU kernel failed (out of memory?)')
+        run_kernel(library, 'dpp_filter_guide_forward', (xc, wc, bc, out),
+                   _filter_sizes(x, out_size, stride, offsets))
         return out.to(x.dtype)
 
     @staticmethod
@@ -301,12 +284,9 @@ class _FilterGuideFunction(torch.autograd.Function):
         grad_x = torch.empty_like(xc)
         plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
         plane_bias = torch.empty(n * channels, dtype=torch.float64)
-        status = _kernel_function(library, 'dpp_filter_guide_backward', dtype)(
-            xc.data_ptr(), wc.data_ptr(), gc.data_ptr(), grad_x.data_ptr(), plane_weight.data_ptr(),
-            plane_bias.data_ptr(), _filter_sizes(x, grad.shape[2:], stride, offsets),
-            kernel_threads(x.numel()))
-        if status != 0:
-            raise RuntimeError('dpp filter guide CPU kernel failed (out of memory?)')
+        run_kernel(library, 'dpp_filter_guide_backward',
+                   (xc, wc, gc, grad_x, plane_weight, plane_bias),
+                   _filter_sizes(x, grad.shape[2:], stride, offsets))
         grad_weight = plane_weight.view(n, channels, 1, 3, 3).sum(0).to(weight.dtype)
         grad_bias = plane_bias.view(n, channels).sum(0).to(weight.dtype)
         return grad_x.to(x.dtype), grad_weight, grad_bias, None, None, None, None
@@ -314,7 +294,7 @@ class _FilterGuideFunction(torch.autograd.Function):
 
 def _filter_sizes(x, out_size, stride, offsets):
     n, c, h, w = x.shape
-    return (ctypes.c_int64 * 10)(n * c, c, h, w, *out_size, *stride, *offsets)
+    return (n * c, c, h, w, *out_size, *stride, *offsets)
 
 
 def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:

@@ -17,13 +17,11 @@ How it stays exact, safe and lean:
   backward in one pass per plane; elsewhere, or without a compiler, the same maths runs as
   PyTorch ops.
 """
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .native import BACKENDS, kernel_threads, select_cpu_library
+from .native import BACKENDS, run_kernel, select_cpu_library
 from .pool_args import (IntPair, check_feature_map, check_same_layout, check_window,
                         compute_dtype, pooled_size)
 
@@ -123,14 +121,6 @@ def _torch_backward(x, logit, grad, kernel, stride, padding):
     return grad_x, grad_l
 
 
-def _kernel_call(library, name, dtype, tensors, sizes, numel):
-    function = getattr(library, f'{name}_{"f32" if dtype == torch.float32 else "f64"}')
-    status = function(*(t.data_ptr() for t in tensors), (ctypes.c_int64 * 11)(*sizes),
-                      SHIFT_RANGE, kernel_threads(numel))
-    if status != 0:
-        raise RuntimeError(f'lip2d CPU kernel {name} failed (out of memory?)')
-
-
 def _sizes(x, out_size, kernel, stride, padding):
     n, c, h, w = x.shape
     return (n * c, h, w, *out_size, *kernel, *stride, *padding)
@@ -139,15 +129,15 @@ def _sizes(x, out_size, kernel, stride, padding):
 def _kernel_forward(library, x, logit, kernel, stride, padding):
     out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, padding)
     out = x.new_empty((*x.shape[:2], *out_size))
-    _kernel_call(library, 'lip2d_forward', x.dtype, (x, logit, out),
-                 _sizes(x, out_size, kernel, stride, padding), x.numel())
+    run_kernel(library, 'lip2d_forward', (x, logit, out),
+               _sizes(x, out_size, kernel, stride, padding), SHIFT_RANGE)
     return out
 
 
 def _kernel_backward(library, x, logit, grad, kernel, stride, padding):
     grad_x, grad_l = torch.empty_like(x), torch.empty_like(x)
-    _kernel_call(library, 'lip2d_backward', x.dtype, (x, logit, grad, grad_x, grad_l),
-                 _sizes(x, grad.shape[2:], kernel, stride, padding), x.numel())
+    run_kernel(library, 'lip2d_backward', (x, logit, grad, grad_x, grad_l),
+               _sizes(x, grad.shape[2:], kernel, stride, padding), SHIFT_RANGE)
     return grad_x, grad_l
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ['pooling_cpu_library', 'native_enabled', 'select_cpu_library', 'kernel_threads',
+__all__ = ['pooling_cpu_library', 'native_enabled', 'select_cpu_library', 'run_kernel',
            'BACKENDS']
 
 BACKENDS = ('auto', 'cpu_kernel', 'torch')
@@ -139,6 +139,17 @@ def select_cpu_library(x: torch.Tensor, backend: str) -> Optional[ctypes.CDLL]:
     return library
 
 
-def kernel_threads(numel: int) -> int:
-    """Threads for a kernel call: torch's intra-op count, fewer for small tensors."""
-    return max(1, min(torch.get_num_threads(), numel // _MIN_ELEMENTS_PER_THREAD))
+def run_kernel(library: ctypes.CDLL, name: str, tensors, sizes, *scalars) -> None:
+    """Calls ``{name}_f32`` or ``{name}_f64`` (by the first tensor's dtype) with the tensors'
+    data pointers, the int64 ``sizes``, ``scalars`` and a thread count; raises on failure.
+
+    ``tensors`` must be contiguous and stay referenced for the call (they are, in the tuple).
+    """
+    suffix = 'f32' if tensors[0].dtype == torch.float32 else 'f64'
+    threads = max(1, min(torch.get_num_threads(),
+                         tensors[0].numel() // _MIN_ELEMENTS_PER_THREAD))
+    status = getattr(library, f'{name}_{suffix}')(
+        *(t.data_ptr() for t in tensors), (ctypes.c_int64 * len(sizes))(*sizes), *scalars,
+        threads)
+    if status != 0:
+        raise RuntimeError(f'CPU kernel {name} failed (out of memory?)')

@@ -12,15 +12,6 @@ BACKENDS = ('cpu_kernel', 'torch')
 WINDOWS = [(2, 2, 0), (3, 2, 1), (3, 1, 1), ((2, 3), (2, 1), (1, 1))]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: OpenMP threads only add sync cost (and stall on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _x(shape, dtype=torch.float64, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64).to(dtype)

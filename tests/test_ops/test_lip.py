@@ -14,15 +14,6 @@ WINDOWS = [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), ((3, 2), (2, 1), (1, 0))]
 SIZES = [(1, 1), (3, 5), (7, 7), (8, 6)]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: OpenMP threads only add sync cost (and stall on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(shape, logit_scale, dtype=torch.float64, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)

@@ -43,6 +43,21 @@ class SoftGate(nn.Module):
         return torch.sigmoid(z) * self.COEFF
 
 
+def _gated_logits(in_channels: int, channels: int, kernel_size: int, norm_cfg) -> nn.Sequential:
+    """``Sequential(conv, bn, gate)``: conv without bias (padding keeps the size), norm, gate."""
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2,
+                       bias=False),
+        bn=_norm(norm_cfg, channels),
+        gate=SoftGate()))
+
+
+def _reset_gated_logits(logits: nn.Sequential) -> None:
+    """Zero conv and identity norm: the logits start as the constant 6 (average pooling)."""
+    nn.init.zeros_(logits.conv.weight)
+    _reset_norm(logits.bn)
+
+
 @MODELS.register_module()
 class SimplifiedLIP(nn.Module):
     """LIP whose logits come from its own input (stands where the stem max-pool stood).
@@ -57,15 +72,11 @@ class SimplifiedLIP(nn.Module):
 
     def __init__(self, channels: int, norm_cfg: dict = _DEFAULT_NORM):
         super().__init__()
-        self.logit = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            bn=_norm(norm_cfg, channels),
-            gate=SoftGate()))
+        self.logit = _gated_logits(channels, channels, 3, norm_cfg)
         self.init_weights()
 
     def init_weights(self) -> None:
-        nn.init.zeros_(self.logit.conv.weight)
-        _reset_norm(self.logit.bn)
+        _reset_gated_logits(self.logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2))."""
@@ -124,15 +135,11 @@ class BottleneckLIP(nn.Module):
                  norm_cfg: dict = _DEFAULT_NORM):
         super().__init__()
         self.width = width
-        self.postprocessing = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(width, channels, 1, bias=False),
-            bn=_norm(norm_cfg, channels),
-            gate=SoftGate()))
+        self.postprocessing = _gated_logits(width, channels, 1, norm_cfg)
         self.init_weights()
 
     def init_weights(self) -> None:
-        nn.init.zeros_(self.postprocessing.conv.weight)
-        _reset_norm(self.postprocessing.bn)
+        _reset_gated_logits(self.postprocessing)
 
     def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         if shared.dim() != 4 or shared.shape[1] != self.width:

@@ -95,6 +95,21 @@ void window_row_sums(const Geometry& g, const Window& w, int64_t oh, Scratch<T>&
   }
 }
 
+// Shared-shift path, part 3: window (oh, ow)'s sums of x e (num) and e (den) from the row
+// sums, and its valid column range [c0, c1).
+template <typename T>
+void window_col_sums(const Geometry& g, const Window& w, int64_t ow, const Scratch<T>& s,
+                     int64_t* c0, int64_t* c1, T* num, T* den) {
+  span(ow, w.sw, w.pw, w.kw, g.width, c0, c1);
+  T n = 0, d = 0;
+  for (int64_t c = *c0; c < *c1; ++c) {
+    n += s.row_weighted[c];
+    d += s.row_weight[c];
+  }
+  *num = n;
+  *den = d;
+}
+
 // Per-window path: the maximum logit of window (oh, ow) and its weight sums.
 template <typename T>
 void window_sums(const T* x, const T* logit, const Geometry& g, const Window& w, int64_t oh,
@@ -128,12 +143,8 @@ void plane_forward(const T* x, const T* logit, T* out, const Geometry& g, const 
       window_row_sums(g, w, oh, s);
       for (int64_t ow = 0; ow < g.out_width; ++ow) {
         int64_t c0, c1;
-        span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
-        T n = 0, d = 0;
-        for (int64_t c = c0; c < c1; ++c) {
-          n += s.row_weighted[c];
-          d += s.row_weight[c];
-        }
+        T n, d;
+        window_col_sums(g, w, ow, s, &c0, &c1, &n, &d);
         out[oh * g.out_width + ow] = n / d;
       }
     }
@@ -172,12 +183,8 @@ void plane_backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T*
       std::fill(acc_b, acc_b + g.width, T(0));
       for (int64_t ow = 0; ow < g.out_width; ++ow) {
         int64_t c0, c1;
-        span(ow, w.sw, w.pw, w.kw, g.width, &c0, &c1);
-        T n = 0, d = 0;
-        for (int64_t c = c0; c < c1; ++c) {
-          n += s.row_weighted[c];
-          d += s.row_weight[c];
-        }
+        T n, d;
+        window_col_sums(g, w, ow, s, &c0, &c1, &n, &d);
         const T scale = grad_out[oh * g.out_width + ow] / d;
         const T scaled_out = scale * (n / d);
         for (int64_t c = c0; c < c1; ++c) {

@@ -8,15 +8,6 @@ from lip_mmdet.models.layers import LOG_ALPHA_MAX, FullDPP, LiteDPP, S3DPP
 from lip_mmdet.ops import dpp2d, dpp_box_guide
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: OpenMP threads only add sync cost (and stall on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize('cfg', [
     dict(type='LiteDPP', channels=8, reward='asym'),
     dict(type='FullDPP', channels=8, reward='sym', kernel_size=3, stride=2, padding=1),

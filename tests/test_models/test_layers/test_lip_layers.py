@@ -9,15 +9,6 @@ from torch import nn
 from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP, SoftGate
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: OpenMP threads only add sync cost (and stall on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _avg3x3(x):
     return F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
 
