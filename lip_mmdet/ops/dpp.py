@@ -7,11 +7,13 @@
     r[p, q] = d^2 + eps^2,  d = x[q] - guide[p]  (sym)  or  max(0, x[q] - guide[p])  (asym)
 
 with eps^2 = 1e-3 and per-channel alpha, lambda > 0. Dividing the reward by its window mean
-makes the weights invariant to the feature scale. The weights are formed in log space,
-``log w = logaddexp(log alpha, lambda/2 * log(r / mean r))``, and normalised with a softmax over
-each window (a per-window maximum subtraction), so a huge lambda (1e3 or more) cannot
-overflow: it only drives the pooling towards max pooling (asym) or extremum pooling (sym,
-largest |x - guide|). float16/bfloat16 inputs are computed in float32.
+makes the weights invariant to the feature scale. With t = lambda/2 * log(r / mean r), the
+largest t of a window, T, is >= 0 (the largest r is at least the mean), so the fused CPU
+kernel (``csrc/dpp2d_cpu.cpp``, saves only its inputs) uses the same ratios with weights
+``alpha e^-T + e^(t - T)``, each term bounded; the PyTorch path (any device) forms
+``logaddexp(log alpha, t)`` and takes a softmax over each window. Either way a huge lambda (1e3
+or more) cannot overflow: it only drives the pooling towards max pooling (asym) or extremum
+pooling (sym, largest |x - guide|). float16/bfloat16 inputs are computed in float32.
 """
 from typing import Optional, Tuple
 
@@ -201,14 +203,19 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
 
 
 def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
-                  padding=0) -> torch.Tensor:
+                  padding=0, *, backend: str = 'auto') -> torch.Tensor:
     """Lite-DPP guide: the mean of each window, zero padding counted (as the official code).
 
-    ``padding`` as in :func:`dpp2d`; returns (N, C, Ho, Wo).
+    ``padding`` and ``backend`` as in :func:`dpp2d`; returns (N, C, Ho, Wo). On the CPU kernel
+    path windows up to 3x3 use the fused filter kernel with box taps (``F.avg_pool2d`` is
+    slower on CPU); otherwise ``F.avg_pool2d``.
     """
     check_feature_map(x, 'x')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
     _pooled(x, kernel, step, pads)
+    if max(kernel) <= 3 and select_cpu_library(x, backend) is not None:
+        box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
+        return dpp_filter_guide(x, box, None, kernel, step, pads, backend=backend)
     top, bottom, left, right = pads
     if top == bottom and left == right:  # no padded copy for autograd to keep
         return F.avg_pool2d(x, kernel, step, (top, left), count_include_pad=True)
