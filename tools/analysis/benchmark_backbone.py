@@ -5,17 +5,17 @@
 Forward: eval mode, no grad. Forward+backward: train mode, ``sum(outputs).backward()``, all
 parameters trainable (BN in train mode). Timing rounds interleave the models so drift on a
 shared machine hits them alike; medians are reported. Peak memory is the extra memory a pass
-needs over the built model and its input: CUDA's allocator peak on a GPU; on CPU the peak
-resident set size of a fresh process per model (an upper bound: allocator slack included).
+needs over the built model and its input: CUDA's allocator peak on a GPU; on CPU (Linux) the
+rise of the resident set's high-water mark, reset before each pass (allocator slack included).
 Prints a table and writes JSON with ratios to the first model (the baseline).
 """
 import argparse
+import ctypes
+import gc
 import json
-import multiprocessing as mp
 import os
 import os.path as osp
 import platform
-import resource
 import statistics
 import time
 
@@ -60,44 +60,39 @@ def timed(fn, model, x, device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def _proc_status_mb(field: str) -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def _cpu_peak_worker(model_type, depth, shape, threads, queue):
-    torch.set_num_threads(threads)
-    model = build(model_type, depth)
-    x = torch.randn(*shape)
-    base = _rss_mb()
-    forward(model, x)
-    fwd = _rss_mb() - base
-    train_step(model, x)
-    queue.put((fwd, _rss_mb() - base))
+def _cpu_peak_mb(fn, model, x) -> float:
+    """Peak resident memory a pass adds (Linux): reset VmHWM, run, subtract the start VmRSS."""
+    gc.collect()
+    ctypes.CDLL('libc.so.6').malloc_trim(0)  # freed heap pages must not hide new allocations
+    start = _proc_status_mb('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # resets the VmHWM high-water mark
+    fn(model, x)
+    return _proc_status_mb('VmHWM') - start
 
 
-def peak_memory_mb(model_type, depth, shape, device, threads):
+def _cuda_peak_mb(fn, model, x, device) -> float:
+    sync(device)
+    start = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn(model, x)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+
+
+def peak_memory_mb(model, x, device):
     """(forward, forward+backward) extra peak memory in MiB."""
     if device.type == 'cuda':
-        model = build(model_type, depth).to(device)
-        x = torch.randn(*shape, device=device)
-        peaks = []
-        for fn in (forward, train_step):
-            sync(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            fn(model, x)
-            sync(device)
-            peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**20)
-        del model, x
-        torch.cuda.empty_cache()
-        return tuple(peaks)
-    ctx = mp.get_context('spawn')
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_cpu_peak_worker, args=(model_type, depth, shape, threads, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+        return tuple(_cuda_peak_mb(fn, model, x, device) for fn in (forward, train_step))
+    return tuple(_cpu_peak_mb(fn, model, x) for fn in (forward, train_step))
 
 
 def parse_args():
@@ -132,14 +127,12 @@ def main():
             if round_idx >= args.warmup:
                 times[name]['fwd'].append(fwd)
                 times[name]['fwd_bwd'].append(step)
-    del models
 
     results = {}
-    for name in args.models:
+    for name, model in models.items():
         entry = {k: statistics.median(v) for k, v in times[name].items()}
         if not args.no_memory:
-            entry['peak_fwd_mb'], entry['peak_fwd_bwd_mb'] = peak_memory_mb(
-                name, args.depth, shape, device, args.threads)
+            entry['peak_fwd_mb'], entry['peak_fwd_bwd_mb'] = peak_memory_mb(model, x, device)
         results[name] = entry
     base = results[args.models[0]]
     for name, entry in results.items():
@@ -147,6 +140,8 @@ def main():
         if name in TARGETS:
             entry['target_fwd_bwd_ratio'] = TARGETS[name]
             entry['meets_target'] = entry['ratio']['fwd_bwd'] <= TARGETS[name]
+    for name, entry in results.items():
+        entry['samples_ms'] = times[name]
 
     columns = ['fwd', 'fwd_bwd'] + ([] if args.no_memory else ['peak_fwd_mb', 'peak_fwd_bwd_mb'])
     titles = {'fwd': 'fwd ms', 'fwd_bwd': 'fwd+bwd ms', 'peak_fwd_mb': 'fwd MiB',
@@ -154,13 +149,13 @@ def main():
     print(f'{args.depth}-layer backbones, input {shape}, {device}, {args.threads} threads, '
           f'median of {args.repeats}')
     print(f'{"model":<12}' + ''.join(f'{titles[c]:>14}{"ratio":>7}' for c in columns) +
-          f'{"target":>9}')
+          f'{"target":>12}')
     for name, entry in results.items():
         target = ''
         if name in TARGETS:
-            target = ('ok' if entry['meets_target'] else 'MISS') + f' {TARGETS[name]}'
+            target = ('ok' if entry['meets_target'] else 'MISS') + f' <={TARGETS[name]}'
         print(f'{name:<12}' + ''.join(f'{entry[c]:>14.1f}{entry["ratio"][c]:>7.2f}'
-                                      for c in columns) + f'{target:>9}')
+                                      for c in columns) + f'{target:>12}')
 
     report = dict(device=str(device), device_name=(torch.cuda.get_device_name(device)
                                                    if device.type == 'cuda' else

@@ -12,8 +12,16 @@ from lip_mmdet.models.backbones import (DPPBottleneck, DPPResNet, PooledBasicBlo
 from lip_mmdet.models.backbones.complexity import count_params
 from lip_mmdet.models.layers import FullDPP, LiteDPP, S3DPP
 
-EXPECTED_65x97 = [(17, 25), (9, 13), (5, 7), (3, 4)]
-EXPECTED_33x49 = [(9, 13), (5, 7), (3, 4), (2, 2)]
+
+
+def expected_sizes(height, width, floor_stages):
+    """Stage output sizes: stem conv and pool halve with ceil; stages 2-4 floor (2x2 windows)
+    or ceil (3x3/s2/p1 windows, S3DPP) like a strided conv."""
+    sizes = [(-(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2))]
+    for _ in range(3):
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2) if floor_stages else (-(-h // 2), -(-w // 2)))
+    return sizes
 VARIANTS = [
     dict(type='LiteDPP', reward='asym'),
     dict(type='LiteDPP', reward='sym'),
@@ -26,7 +34,17 @@ VARIANTS = [
 @pytest.mark.parametrize('depth,expansion', [(18, 1), (34, 1), (50, 4)])
 def test_output_channels_and_strides(depth, expansion):
     shapes = output_shapes(DPPResNet(depth=depth))
-    assert shapes == [(1, 64 * 2**i * expansion, *EXPECTED_65x97[i]) for i in range(4)]
+    assert [s[2:] for s in shapes] == [(17, 25), (8, 12), (4, 6), (2, 3)]
+    assert shapes == [(1, 64 * 2**i * expansion, *expected_sizes(65, 97, True)[i])
+                      for i in range(4)]
+
+
+def test_window_set_in_dpp_cfg_applies_everywhere():
+    model = DPPResNet(depth=18, dpp_cfg=dict(type='LiteDPP', kernel_size=3, padding=1))
+    assert all(m.kernel_size == 3 for m in model.modules() if isinstance(m, LiteDPP))
+    assert output_shapes(model) == output_shapes(ResNet(depth=18))
+    default = DPPResNet(depth=18)
+    assert default.maxpool.kernel_size == 3 and default.layer2[0].pool.kernel_size == 2
 
 
 @pytest.mark.parametrize('dpp_cfg', VARIANTS, ids=lambda c: f'{c["type"]}-{c["reward"]}')
@@ -37,11 +55,12 @@ def test_variants_forward_at_odd_sizes(dpp_cfg, placement):
     layer_type = dict(LiteDPP=LiteDPP, FullDPP=FullDPP, S3DPP=S3DPP)[dpp_cfg['type']]
     pools = [m for m in model.modules() if isinstance(m, layer_type)]
     assert len(pools) == 4  # stem + one per stride-2 stage (shared by both branches)
+    floor = placement == 'replace_stride' and dpp_cfg['type'] != 'S3DPP'
     for train in (False, True):
         model.train(train)
         outs = model(torch.rand(1, 3, 33, 49))
         assert [tuple(o.shape) for o in outs] == [
-            (1, 64 * 2**i, *EXPECTED_33x49[i]) for i in range(4)]
+            (1, 64 * 2**i, *expected_sizes(33, 49, floor)[i]) for i in range(4)]
         assert all(torch.isfinite(o).all() for o in outs)
     sum(o.sum() for o in outs).backward()
     assert all(p.grad is not None for p in pools[1].parameters())
