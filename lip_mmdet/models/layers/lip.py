@@ -33,6 +33,12 @@ def _reset_norm(norm: nn.Module) -> None:
         norm.reset_running_stats()
 
 
+def _pool(x: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+    # Under mixed precision the logit branch can end in float32 (e.g. CUDA autocast keeps
+    # GroupNorm in float32) while x is half; lip2d computes in float32 either way.
+    return lip2d(x, logit.to(x.dtype))
+
+
 @MODELS.register_module()
 class SoftGate(nn.Module):
     """``sigmoid(z) * 12``: logits in (0, 12), so LIP weights exp(logit) lie in (1, e^12)."""
@@ -80,7 +86,7 @@ class SimplifiedLIP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2))."""
-        return lip2d(x, self.logit(x))
+        return _pool(x, self.logit(x))
 
 
 @MODELS.register_module()
@@ -145,4 +151,4 @@ class BottleneckLIP(nn.Module):
         if shared.dim() != 4 or shared.shape[1] != self.width:
             raise ValueError(f'shared must have shape (N, {self.width}, H, W), got '
                              f'{tuple(shared.shape)}')
-        return lip2d(x, self.postprocessing(shared))
+        return _pool(x, self.postprocessing(shared))

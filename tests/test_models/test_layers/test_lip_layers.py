@@ -125,6 +125,19 @@ def test_half_precision_forward():
     torch.testing.assert_close(out.float(), layer.float()(x), rtol=1e-2, atol=1e-2)
 
 
+def test_mixed_precision_logits_follow_the_features():
+    shared, pool = BottleneckShared(4, width=8), BottleneckLIP(4, width=8)
+    nn.init.normal_(pool.postprocessing.conv.weight)
+    x = torch.randn(2, 4, 6, 6)
+    trunk = shared(x)  # float32 logits for bfloat16 features
+    out = pool(x.bfloat16(), trunk)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), pool(x.bfloat16().float(), trunk), rtol=2e-2,
+                               atol=2e-2)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert SimplifiedLIP(4)(nn.Conv2d(4, 4, 1)(x)).dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize('cfg,args', [
     (dict(type='SoftGate'), ()),
     (dict(type='SimplifiedLIP', channels=4), ()),
