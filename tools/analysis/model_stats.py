@@ -47,6 +47,22 @@ def describe(cfg: dict) -> str:
     return f'{cfg["type"]}-{cfg["depth"]} {options}'.rstrip()
 
 
+def print_row(row: dict, flop_keys) -> None:
+    print(describe(row['config']))
+    depth = row['config']['depth']
+    for name, side in ((row['config']['type'], 'model'), (f'ResNet-{depth}', 'stock')):
+        entry = row[side]
+        ratios = row['ratio'] if side == 'model' else {}
+        line = f'  {name:<20}{entry["params"] / 1e6:>12.2f}{ratios.get("params", 1):>8.3f}'
+        line += ''.join(f'{entry[k] / 1e9:>20.2f}{ratios.get(k, 1):>8.3f}' for k in flop_keys)
+        print(line)
+    if 'params_with_imagenet_fc' in row['model']:
+        print(f'  with a 1000-class fc: {row["model"]["params_with_imagenet_fc"] / 1e6:.2f}M '
+              f'(stock {row["stock"]["params_with_imagenet_fc"] / 1e6:.2f}M)')
+    if row['model']['skipped_ops']:
+        print(f'  not counted: {row["model"]["skipped_ops"]}', flush=True)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('backbones', nargs='+', metavar='CONFIG_OR_TYPE')
@@ -60,29 +76,15 @@ def parse_args():
 def main():
     args = parse_args()
     sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes]
+    flop_keys = [f'flops@{h}x{w}' for h, w in sizes]
+    print(f'{"":<22}{"params (M)":>12}{"ratio":>8}' +
+          ''.join(f'{k[6:] + " GFLOPs":>20}{"ratio":>8}' for k in flop_keys), flush=True)
     rows = []
     for text in args.backbones:
         cfg = parse_backbone(text, args.depth)
-        stats = backbone_complexity(cfg, sizes)
-        rows.append(dict(backbone=text, config=cfg, **stats))
-
-    flop_keys = [f'flops@{h}x{w}' for h, w in sizes]
-    print(f'{"":<22}{"params (M)":>12}{"ratio":>8}' +
-          ''.join(f'{k[6:] + " GFLOPs":>20}{"ratio":>8}' for k in flop_keys))
-    for row in rows:
-        print(describe(row['config']))
-        depth = row['config']['depth']
-        for name, side in ((row['config']['type'], 'model'), (f'ResNet-{depth}', 'stock')):
-            entry = row[side]
-            ratios = row['ratio'] if side == 'model' else {}
-            line = f'  {name:<20}{entry["params"] / 1e6:>12.2f}{ratios.get("params", 1):>8.3f}'
-            line += ''.join(f'{entry[k] / 1e9:>20.2f}{ratios.get(k, 1):>8.3f}' for k in flop_keys)
-            print(line)
-        if 'params_with_imagenet_fc' in row['model']:
-            print(f'  with a 1000-class fc: {row["model"]["params_with_imagenet_fc"] / 1e6:.2f}M '
-                  f'(stock {row["stock"]["params_with_imagenet_fc"] / 1e6:.2f}M)')
-        if row['model']['skipped_ops']:
-            print(f'  not counted: {row["model"]["skipped_ops"]}')
+        row = dict(backbone=text, config=cfg, **backbone_complexity(cfg, sizes))
+        rows.append(row)
+        print_row(row, flop_keys)
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:

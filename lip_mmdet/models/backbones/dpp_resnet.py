@@ -73,7 +73,7 @@ class DPPResNet(PooledResNet):
             paper's); a ``kernel_size`` / ``stride`` / ``padding`` set here applies everywhere.
             2x2 windows floor odd sizes (65 -> 32) where a strided conv ceils (65 -> 33): same
             sizes at the even, 32-divisible sizes mmdet pads to; set ``kernel_size=3,
-            padding=1`` for stock sizes at any size (about 5% slower).
+            padding=1`` for stock sizes at any size (about 15% slower on CPU).
         dpp_placement (str): ``'replace_stride'`` (default, cheap): in each stride-2 block
             DPP pools before the 3x3 conv (run at stride 1) and before the 1x1 shortcut
             conv. ``'after_add'`` (the paper's ResNets): the stride-2 block runs wholly at

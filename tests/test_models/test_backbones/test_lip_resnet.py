@@ -10,7 +10,8 @@ from torch import nn
 import lip_mmdet  # noqa: F401
 from lip_mmdet.models.backbones import (BottleneckLIPPool, LIPBottleneck, LIPResNet,
                                         PooledBasicBlock)
-from lip_mmdet.models.backbones.complexity import IMAGENET_FC_PARAMS, count_params
+from lip_mmdet.models.backbones.complexity import (IMAGENET_FC_PARAMS, backbone_complexity,
+                                                   count_params)
 from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP
 
 EXPECTED_65x97 = [(17, 25), (9, 13), (5, 7), (3, 4)]
@@ -236,3 +237,12 @@ def test_bad_arguments():
         LIPResNet(depth=18, lip_width=0)
     with pytest.raises(ValueError, match='strides must be 1 or 2'):
         LIPResNet(depth=18, strides=(1, 4, 2, 2))
+
+
+def test_complexity_against_stock_resnet():
+    stats = backbone_complexity(dict(type='LIPResNet', depth=18), sizes=((64, 64), ))
+    assert stats['stock']['type'] == 'ResNet'
+    assert stats['model']['params'] == count_params(LIPResNet(depth=18))
+    # The LIP logit convs add FLOPs; the pooling arithmetic itself is listed, not counted.
+    assert 1.05 < stats['ratio']['flops@64x64'] < 1.2
+    assert any('LIP2d' in op for op in stats['model']['skipped_ops'])
