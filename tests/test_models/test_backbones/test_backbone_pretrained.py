@@ -11,7 +11,8 @@ from mmdet.models.backbones import ResNet
 from mmengine.logging import MMLogger
 
 import lip_mmdet  # noqa: F401
-from lip_mmdet.models.backbones import DPPResNet, LIPResNet, convert_official_lip
+from lip_mmdet.models.backbones import (DPPResNet, LIPResNet, convert_official_lip,
+                                        infer_resnet_depth)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'lip2mmdet.py')
@@ -204,3 +205,12 @@ def test_missing_checkpoint_file_says_how_to_make_one(tmp_path):
     message = str(info.value)
     assert str(path) in message and 'lip2mmdet.py' in message
     assert 'init_cfg=None' in message
+
+
+def test_converter_infers_the_depth_from_block_counts():
+    keys = [f'layer{s + 1}.{b}.conv1.weight'
+            for s, blocks in enumerate((3, 4, 23, 3)) for b in range(blocks)]
+    assert infer_resnet_depth(dict.fromkeys(keys)) == 101
+    with pytest.raises(ValueError, match=r'blocks per stage \(2, 2, 2, 2\)'):
+        infer_resnet_depth(dict.fromkeys(f'layer{s}.{b}.conv1.weight' for s in (1, 2, 3, 4)
+                                         for b in (0, 1)))
