@@ -125,9 +125,15 @@ def pooling_cpu_library() -> Optional[ctypes.CDLL]:
 
 def select_cpu_library(x: torch.Tensor, backend: str) -> Optional[ctypes.CDLL]:
     """The kernel library to use for ``x`` under ``backend`` (one of :data:`BACKENDS`), or
-    None for the PyTorch path. Raises if 'cpu_kernel' is asked for and cannot be had."""
+    None for the PyTorch path. Raises if 'cpu_kernel' is asked for and cannot be had.
+
+    While tracing (``torch.jit.trace``, e.g. mmengine's FLOP counter) 'auto' takes the PyTorch
+    path: a ctypes kernel is opaque to the tracer and its sizes would be traced tensors.
+    """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
+    if backend == 'auto' and torch.jit.is_tracing():
+        return None
     if backend == 'torch' or x.device.type != 'cpu':
         if backend == 'cpu_kernel':
             raise ValueError(f"backend='cpu_kernel' needs CPU tensors, got device {x.device}")

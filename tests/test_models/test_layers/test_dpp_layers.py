@@ -149,3 +149,12 @@ def test_bad_arguments(build, message):
 def test_wrong_channels_named():
     with pytest.raises(ValueError, match=r'expects \(N, 4, H, W\)'):
         LiteDPP(4)(torch.randn(1, 3, 6, 6))
+
+
+@pytest.mark.parametrize('layer_type', [LiteDPP, FullDPP])
+def test_dpp_traces_like_eager(layer_type):
+    """FLOP counters trace the model: the traced DPP must run and match eager mode."""
+    layer = layer_type(4, reward='sym').eval()
+    x = torch.randn(2, 4, 9, 12)
+    traced = torch.jit.trace(layer, x, check_trace=False)
+    torch.testing.assert_close(traced(x), layer(x))
