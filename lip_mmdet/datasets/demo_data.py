@@ -3,7 +3,9 @@
 The demo needs data that a CPU can learn from in minutes without downloads, yet that
 exercises what LIP targets: mostly small objects on cluttered backgrounds. Each image is a
 textured background (gradients, stripes, blotchy noise, sensor noise) with a few
-non-overlapping coloured shapes. Object sizes are drawn per COCO-style area bin so most
+non-overlapping shapes (the classes) and unlabelled strokes in vivid colours. Half of the
+objects wear their class's hue and half a random one, so colour helps but the shape decides.
+Object sizes are drawn per COCO-style area bin so most
 objects are small (< 32^2 px) and many are tiny (< 16^2 px), with some medium and large ones.
 
 Everything derives from ``seed``: image ``i`` of a split uses its own random stream
@@ -13,11 +15,12 @@ for more images does not change the earlier ones.
 Annotation ``area`` is the box area ``w * h`` (there are no masks), so a ground-truth object
 and a detection with the same box fall into the same size bin during evaluation.
 """
+import colorsys
 import json
 import math
 import os
 import os.path as osp
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -27,14 +30,15 @@ __all__ = ['DEMO_CLASSES', 'DEMO_SIZE_BINS', 'make_demo_dataset']
 
 DEMO_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'diamond')
 
-# Base RGB colour of each class; every object jitters it, so colour is a cue, not a label.
-_CLASS_COLOURS = np.array([
-    (220, 40, 40),    # circle: red
-    (40, 200, 60),    # square: green
-    (50, 90, 230),    # triangle: blue
-    (235, 215, 40),   # cross: yellow
-    (210, 50, 210),   # diamond: magenta
-], dtype=np.float64)
+# Each class has a hue; an object wears it with this probability, else a random hue. Colour
+# is then a useful but unreliable cue, and the rest must come from the shape.
+_CLASS_HUES = tuple(i / len(DEMO_CLASSES) for i in range(len(DEMO_CLASSES)))
+_CLASS_HUE_PROB = 0.5
+_CLASS_HUE_JITTER = 0.04
+
+# Unlabelled strokes (lines, arcs, dot clusters) drawn per image, in the objects' palette,
+# so that a colour blob alone is not an object.
+_DISTRACTORS_PER_IMAGE = (2, 6)
 
 # name -> (min area, max area, sampling weight). Areas in px^2; the large bin is capped by
 # the image size. Weights give ~75 % small objects, about half of them tiny.
@@ -46,6 +50,8 @@ DEMO_SIZE_BINS: Dict[str, Tuple[float, float, float]] = {
 }
 
 _SPLITS = ('train', 'val')
+# Bump when the drawing changes, so that reuse_existing regenerates old data.
+GENERATOR_VERSION = 3
 _MIN_SIDE = 5  # px; below this a shape is no longer recognisable
 
 
@@ -70,6 +76,14 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int,
     coarse = rng.random((grid_h, grid_w)).astype(np.float32)
     upscaled = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
     return np.asarray(upscaled, dtype=np.float64)
+
+
+def _random_vivid_colour(rng: np.random.Generator,
+                         hue: Optional[float] = None) -> Tuple[int, int, int]:
+    """A saturated RGB colour of ``hue`` (0-1; any hue when None)."""
+    hue = rng.random() if hue is None else hue % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
+    return tuple(int(round(255 * c)) for c in rgb)
 
 
 def _random_dull_colour(rng: np.random.Generator) -> np.ndarray:
@@ -151,33 +165,89 @@ def _draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Tuple[int, int, int,
         raise KeyError(name)
 
 
+def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator,
+                     box: Tuple[int, int, int, int]) -> None:
+    """A thin stroke inside ``box``: line, arc or a few dots."""
+    x0, y0, w, h = box
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    colour = _random_vivid_colour(rng)
+    stroke = int(rng.integers(1, 3))
+    kind = rng.integers(3)
+    if kind == 0:
+        ends = [(x0, y0), (x1, y1)] if rng.integers(2) else [(x0, y1), (x1, y0)]
+        draw.line(ends, fill=colour, width=stroke)
+    elif kind == 1:
+        start = float(rng.uniform(0, 360))
+        draw.arc([x0, y0, x1, y1], start, start + float(rng.uniform(60, 200)),
+                 fill=colour, width=stroke)
+    else:
+        for _ in range(int(rng.integers(2, 5))):
+            dx, dy = int(rng.integers(0, max(w - 2, 1))), int(rng.integers(0, max(h - 2, 1)))
+            draw.rectangle([x0 + dx, y0 + dy, x0 + dx + 1, y0 + dy + 1], fill=colour)
+
+
+def _place(rng: np.random.Generator, size: Tuple[int, int], height: int, width: int,
+           placed) -> Optional[Tuple[int, int, int, int]]:
+    """A free (x, y, w, h) spot for a box of ``size`` (w, h), or None when crowded."""
+    box_w, box_h = size
+    for _attempt in range(30):
+        x = int(rng.integers(0, width - box_w + 1))
+        y = int(rng.integers(0, height - box_h + 1))
+        if not _overlaps((x, y, box_w, box_h), placed):
+            return x, y, box_w, box_h
+    return None
+
+
 def _render_image(rng: np.random.Generator, height: int, width: int,
                   objects_per_image: Tuple[int, int]):
     """Returns (uint8 image (H, W, 3), list of (label, (x, y, w, h)))."""
     canvas = Image.fromarray(
         np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
-    num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
     placed, objects = [], []
+    low, high = _DISTRACTORS_PER_IMAGE
+    for _ in range(int(rng.integers(low, high + 1))):
+        box = _place(rng, tuple(int(v) for v in rng.integers(8, 41, size=2)), height, width,
+                     placed)
+        if box is not None:
+            _draw_distractor(draw, rng, box)
+            placed.append(box)
+    num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
     for _ in range(num_objects):
-        box_w, box_h = _sample_box_size(rng, height, width)
-        for _attempt in range(30):
-            x = int(rng.integers(0, width - box_w + 1))
-            y = int(rng.integers(0, height - box_h + 1))
-            if not _overlaps((x, y, box_w, box_h), placed):
-                break
-        else:
+        box = _place(rng, _sample_box_size(rng, height, width), height, width, placed)
+        if box is None:
             continue  # image too crowded for this one; fewer objects is fine
         label = int(rng.integers(len(DEMO_CLASSES)))
-        colour = np.clip(_CLASS_COLOURS[label] * rng.uniform(0.75, 1.1) +
-                         rng.normal(0, 12, size=3), 0, 255)
-        _draw_shape(draw, label, (x, y, box_w, box_h),
-                    tuple(int(c) for c in colour), flip=bool(rng.integers(2)))
-        placed.append((x, y, box_w, box_h))
-        objects.append((label, (x, y, box_w, box_h)))
+        hue = None
+        if rng.random() < _CLASS_HUE_PROB:
+            hue = _CLASS_HUES[label] + rng.uniform(-_CLASS_HUE_JITTER, _CLASS_HUE_JITTER)
+        _draw_shape(draw, label, box, _random_vivid_colour(rng, hue),
+                    flip=bool(rng.integers(2)))
+        placed.append(box)
+        objects.append((label, box))
     pixels = np.asarray(canvas, dtype=np.float64)
     pixels += rng.normal(0, rng.uniform(2, 8), size=pixels.shape)  # sensor noise
     return np.clip(np.round(pixels), 0, 255).astype(np.uint8), objects
+
+
+def _generator_params(seed, num_images, height, width, objects_per_image, image_ext) -> Dict:
+    """What a split was generated from; stored in its annotation file's ``info``."""
+    return dict(version=GENERATOR_VERSION, seed=seed, num_images=num_images,
+                image_size=[height, width], objects_per_image=list(objects_per_image),
+                image_ext=image_ext)
+
+
+def _split_is_current(ann_path: str, image_dir: str, params: Dict) -> bool:
+    if not osp.isfile(ann_path):
+        return False
+    try:
+        with open(ann_path) as f:
+            coco = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if coco.get('info', {}).get('generator') != params:
+        return False
+    return all(osp.isfile(osp.join(image_dir, img['file_name'])) for img in coco['images'])
 
 
 def _write_split(out_dir: str, split_index: int, num_images: int, height: int, width: int,
@@ -200,8 +270,9 @@ def _write_split(out_dir: str, split_index: int, num_images: int, height: int, w
                 dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
                      bbox=[x, y, w, h], area=w * h, iscrowd=0))
     return dict(
-        info=dict(description=f'lip_mmdet generated demo dataset ({split})', seed=seed,
-                  image_size=[height, width], objects_per_image=list(objects_per_image)),
+        info=dict(description=f'lip_mmdet generated demo dataset ({split})',
+                  generator=_generator_params(seed, num_images, height, width,
+                                              objects_per_image, image_ext)),
         images=images,
         annotations=annotations,
         categories=[dict(id=i + 1, name=name, supercategory='shape')
@@ -216,7 +287,8 @@ def make_demo_dataset(out_dir: str,
                       seed: int = 0,
                       progress: bool = True,
                       objects_per_image: Tuple[int, int] = (4, 12),
-                      image_ext: str = 'jpg') -> Dict[str, str]:
+                      image_ext: str = 'jpg',
+                      reuse_existing: bool = False) -> Dict[str, str]:
     """Write the demo dataset under ``out_dir`` and return its paths.
 
     Layout: ``train/*.{jpg,png}``, ``val/*.{jpg,png}``,
@@ -231,6 +303,8 @@ def make_demo_dataset(out_dir: str,
         progress: show a tqdm bar per split.
         objects_per_image: inclusive (min, max) number of objects tried per image.
         image_ext: ``'jpg'`` (quality 95, no chroma subsampling) or ``'png'``.
+        reuse_existing: keep a split whose annotation file records the same generation
+            parameters and whose images all exist, instead of writing it again.
 
     Returns:
         dict with absolute paths ``data_root``, ``train_ann``, ``val_ann``,
@@ -248,12 +322,17 @@ def make_demo_dataset(out_dir: str,
     out_dir = osp.abspath(out_dir)
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     paths = dict(data_root=out_dir)
+    objects = (int(low), int(high))
     for split_index, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val))):
-        coco = _write_split(out_dir, split_index, count, height, width, seed,
-                            (int(low), int(high)), image_ext, progress)
         ann_path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        image_dir = osp.join(out_dir, split)
+        paths[f'{split}_ann'] = ann_path
+        paths[f'{split}_img_dir'] = image_dir
+        params = _generator_params(seed, count, height, width, objects, image_ext)
+        if reuse_existing and _split_is_current(ann_path, image_dir, params):
+            continue
+        coco = _write_split(out_dir, split_index, count, height, width, seed, objects,
+                            image_ext, progress)
         with open(ann_path, 'w') as f:
             json.dump(coco, f)
-        paths[f'{split}_ann'] = ann_path
-        paths[f'{split}_img_dir'] = osp.join(out_dir, split)
     return paths

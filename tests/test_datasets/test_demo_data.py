@@ -43,6 +43,20 @@ def test_more_images_keep_the_earlier_ones(tmp_path):
         assert few[name] == many[name]
 
 
+def test_reuse_existing_only_when_parameters_match(tmp_path):
+    kwargs = dict(num_train=2, num_val=1, image_size=64, progress=False)
+    paths = make_demo_dataset(str(tmp_path), **kwargs)
+    image = os.path.join(paths['train_img_dir'], '000000.jpg')
+    os.utime(image, (0, 0))
+    make_demo_dataset(str(tmp_path), reuse_existing=True, **kwargs)
+    assert os.path.getmtime(image) == 0  # kept
+    make_demo_dataset(str(tmp_path), reuse_existing=True, **dict(kwargs, seed=1))
+    assert os.path.getmtime(image) > 0  # other seed: written again
+    os.remove(os.path.join(paths['val_img_dir'], '000000.jpg'))
+    make_demo_dataset(str(tmp_path), reuse_existing=True, **dict(kwargs, seed=1))
+    assert os.path.isfile(os.path.join(paths['val_img_dir'], '000000.jpg'))
+
+
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_annotations_are_valid_coco(tiny_coco, split):
     coco = COCO(tiny_coco[f'{split}_ann'])

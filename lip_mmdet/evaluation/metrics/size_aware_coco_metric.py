@@ -247,8 +247,10 @@ class SizeAwareCocoMetric(CocoMetric):
 
     After each evaluation the full report (standard numbers, bins with AP/AP50/AP75/AR
     and ground-truth counts, per-class bins when ``classwise``, epoch/iter) is written as
-    JSON to ``<out_dir>/<results_file>``. ``out_dir`` defaults to the running Runner's
-    ``work_dir``; outside a Runner nothing is written unless ``out_dir`` is given.
+    JSON to ``<out_dir>/<results_file>`` (``epoch``/``iter``: training epochs/iterations
+    completed before this evaluation, None outside training). ``out_dir`` defaults to the
+    running Runner's ``work_dir``; outside a Runner nothing is written unless ``out_dir``
+    is given.
 
     Args:
         size_bins: name -> (min_area, max_area) in px^2, both ends inclusive like COCO.
@@ -340,9 +342,13 @@ class SizeAwareCocoMetric(CocoMetric):
         out_dir = self.out_dir or _runner_work_dir()
         if out_dir is None:
             return
+        # The Runner's hub holds the 0-based epoch/iteration last started, so +1 gives
+        # how many training epochs/iterations preceded this evaluation.
         hub = MessageHub.get_current_instance()
+        epoch, iteration = hub.get_info('epoch'), hub.get_info('iter')
         report.update(metric=type(self).__name__, prefix=self.prefix,
-                      epoch=hub.get_info('epoch'), iter=hub.get_info('iter'),
+                      epoch=None if epoch is None else epoch + 1,
+                      iter=None if iteration is None else iteration + 1,
                       scalars={f'{self.prefix}/{k}': v for k, v in eval_results.items()})
         path = osp.join(out_dir, self.results_file)
         dump(report, path, indent=2)

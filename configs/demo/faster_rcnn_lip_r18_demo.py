@@ -1,0 +1,96 @@
+# The CPU demo: Faster R-CNN + FPN with a LIP-ResNet-18 trained from scratch on the generated
+# small-object dataset (tools/data/make_demo_dataset.py). It inherits the real config and
+# swaps in: the demo data, a narrow FPN/heads, anchors sized for 7-150 px objects, and a
+# schedule that fits a 2-core CPU in about 10 minutes (docs/demo.md has the numbers).
+_base_ = '../faster_rcnn_lip_r50.py'
+
+from lip_mmdet.datasets import DEMO_CLASSES  # noqa: E402
+
+data_root = 'data/demo/'
+image_size = 192
+# What tools/run_demo.py generates (lip_mmdet.datasets.make_demo_dataset arguments).
+demo_data = dict(num_train=400, num_val=100, image_size=image_size,
+                 objects_per_image=(6, 16), seed=0)
+fpn_channels = 64
+num_epochs = 4
+train_batch_size = 4
+
+model = dict(
+    backbone=dict(
+        depth=18,
+        frozen_stages=-1,  # from scratch: every stage trains
+        norm_eval=False,
+        init_cfg=None),  # no pretrained LIP-ResNet-18 exists offline
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=fpn_channels),
+    rpn_head=dict(
+        in_channels=fpn_channels,
+        feat_channels=fpn_channels,
+        # base anchors 12, 24, 48, 96, 192 px: the 7-16 px objects get a P2 anchor
+        anchor_generator=dict(scales=[3], ratios=[1.0])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=fpn_channels),
+        bbox_head=dict(in_channels=fpn_channels, fc_out_channels=256,
+                       num_classes=len(DEMO_CLASSES))),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=300)))
+
+metainfo = dict(classes=DEMO_CLASSES)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=train_batch_size,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(
+    _delete_=True,
+    type='SizeAwareCocoMetric',
+    ann_file=data_root + 'annotations/instances_val.json',
+    metric='bbox',
+    classwise=True)
+test_evaluator = val_evaluator
+
+train_cfg = dict(max_epochs=num_epochs, val_interval=num_epochs)
+# From scratch in a few hundred iterations AdamW learns much faster than the stock SGD
+# (mAP 0.60 vs 0.49 after 200 iterations on an easier version of this data).
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=num_epochs,
+         T_max=num_epochs, eta_min_ratio=0.01, convert_to_iter_based=True),
+]
+auto_scale_lr = dict(enable=False)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=num_epochs, max_keep_ckpts=1))
+log_processor = dict(window_size=20)
+# One seed for the demo and its twins, so that their runs differ only by the backbone.
+randomness = dict(seed=0)
