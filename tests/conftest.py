@@ -1,7 +1,18 @@
 """Shared pytest fixtures."""
 import pytest
+import torch
 
 from lip_mmdet.datasets import DEMO_CLASSES, make_demo_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_intraop_thread():
+    """Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall
+    when other processes load the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')
