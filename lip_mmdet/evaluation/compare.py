@@ -36,6 +36,7 @@ def _from_report(path: str, metric: str) -> Optional[Dict]:
         return None
     return dict(coco={k: coco[k] for k in COCO_KEYS if k in coco},
                 bins={name: entry['AP'] for name, entry in bins_report['bins'].items()},
+                bin_areas={name: entry['area'] for name, entry in bins_report['bins'].items()},
                 source=path, epoch=report.get('epoch'), iter=report.get('iter'))
 
 
@@ -73,7 +74,8 @@ def _last_record_with(path: str, key_pattern: re.Pattern) -> Optional[Dict]:
 
 def load_run_metrics(work_dir: str, metric: str = 'bbox') -> Dict:
     """AP numbers of one run: ``{'coco': {mAP, mAP_50, ...}, 'bins': {name: AP},
-    'source': path}``; raises FileNotFoundError naming what was searched."""
+    'source': path}`` (from a report also ``'bin_areas': {name: [lo, hi]}``); raises
+    FileNotFoundError naming what was searched."""
     if not osp.isdir(work_dir):
         raise FileNotFoundError(f'work dir {work_dir!r} does not exist')
     report_path = osp.join(work_dir, REPORT_FILE)
@@ -103,6 +105,21 @@ def _size_columns(runs: Sequence[Dict]) -> List[str]:
     return columns
 
 
+def _bin_label(name: str, runs: Sequence[Dict]) -> str:
+    """``name`` plus its object side range in px when a report gave its area range."""
+    for run in runs:
+        if name in run.get('bin_areas', {}):
+            low, high = (float(v) ** 0.5 for v in run['bin_areas'][name])
+            if high >= 1e4:
+                sides = f'> {low:.0f} px'
+            elif low == 0:
+                sides = f'< {high:.0f} px'
+            else:
+                sides = f'{low:.0f}-{high:.0f} px'
+            return f'{name}\n({sides})'
+    return name
+
+
 def _cell(value) -> str:
     return '-' if value is None else f'{value:.3f}'
 
@@ -130,7 +147,8 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
 
     bins = _size_columns(runs)
     if bins:
-        labels, values = bins, [[run['bins'].get(b) for b in bins] for run in runs]
+        labels = [_bin_label(b, runs) for b in bins]
+        values = [[run['bins'].get(b) for b in bins] for run in runs]
     else:
         labels = [_COCO_SIZE_LABELS[k] for k in ('mAP_s', 'mAP_m', 'mAP_l')]
         values = [[run['coco'].get(k) for k in ('mAP_s', 'mAP_m', 'mAP_l')] for run in runs]

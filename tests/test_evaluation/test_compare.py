@@ -64,6 +64,7 @@ def test_load_from_report_and_from_scalars(work_dirs):
     perfect = load_run_metrics(str(work_dirs['perfect']))
     assert perfect['source'].endswith('size_aware_metrics.json')
     assert perfect['coco']['mAP'] == 1.0
+    assert perfect['bin_areas']['tiny'] == [0.0, 256.0]
     assert perfect['bins'] == pytest.approx(dict(tiny=1.0, small=1.0, medium=1.0, large=-1.0))
     missing = load_run_metrics(str(work_dirs['missing_tiny']))
     assert missing['bins']['tiny'] == 0.0
