@@ -100,7 +100,8 @@ def test_perfect_detections_give_one_everywhere(tmp_path):
 def test_missed_tiny_object_lowers_only_tiny_and_small(tmp_path):
     ann = _write_gt(tmp_path / 'gt.json', OBJECTS)
     detections = _perfect([o for o in OBJECTS if o[4] != 8])  # drop the 8x8 object
-    results = _evaluate(SizeAwareCocoMetric(ann_file=ann), _samples(detections))
+    results = _evaluate(SizeAwareCocoMetric(ann_file=ann, out_dir=str(tmp_path)),
+                        _samples(detections))
     # category 1 has 2 tiny objects, one found: AR 0.5 for it, 1.0 for category 2
     assert results['coco/bbox_AR_tiny'] == pytest.approx(0.75, abs=1e-3)
     # its AP: precision 1 up to recall 0.5, then 0 -> 51 of 101 recall points
@@ -116,7 +117,8 @@ def test_same_numbers_as_coco_metric_and_pycocotools(tmp_path):
     ann = _write_gt(tmp_path / 'gt.json', OBJECTS)
     detections = _noisy_detections()
     coco_ranges = dict(s=(0, 32**2), m=(32**2, 96**2), l=(96**2, 1e5**2))
-    ours = _evaluate(SizeAwareCocoMetric(ann_file=ann, size_bins=coco_ranges),
+    ours = _evaluate(SizeAwareCocoMetric(ann_file=ann, size_bins=coco_ranges,
+                                         out_dir=str(tmp_path)),
                      _samples(detections))
     stock = _evaluate(CocoMetric(ann_file=ann), _samples(detections))
     assert set(stock) < set(ours)
@@ -222,3 +224,28 @@ def test_backend_self_check():
         assert resolve_coco_backend('auto')[2] == 'pycocotools'
     else:
         assert resolve_coco_backend('auto')[2] in ('faster_coco_eval', 'pycocotools')
+
+
+def test_segm_metric_gets_bins_too(tmp_path):
+    """Rectangular masks, perfect predictions: bins are filled for 'segm' as for 'bbox'."""
+    path = _write_gt(tmp_path / 'gt.json', OBJECTS)
+    with open(path) as f:
+        coco = json.load(f)
+    for ann in coco['annotations']:
+        x, y, w, h = ann['bbox']
+        ann['segmentation'] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    with open(path, 'w') as f:
+        json.dump(coco, f)
+    samples = _samples(_perfect(OBJECTS))
+    for sample in samples:
+        masks = torch.zeros(len(sample['pred_instances']['bboxes']), 256, 256,
+                            dtype=torch.bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, sample['pred_instances']['bboxes'].int()):
+            mask[y1:y2, x1:x2] = True
+        sample['pred_instances']['masks'] = masks
+    results = _evaluate(SizeAwareCocoMetric(ann_file=path, metric=['bbox', 'segm'],
+                                            out_dir=str(tmp_path)), samples)
+    for name in DEFAULT_SIZE_BINS:
+        assert results[f'coco/segm_mAP_{name}'] == results[f'coco/bbox_mAP_{name}'] == 1.0
+    with open(tmp_path / 'size_aware_metrics.json') as f:
+        assert set(json.load(f)['metrics']) == {'bbox', 'segm'}
