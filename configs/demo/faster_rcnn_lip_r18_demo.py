@@ -1,7 +1,7 @@
 # The CPU demo: Faster R-CNN + FPN with a LIP-ResNet-18 trained from scratch on the generated
 # small-object dataset (tools/data/make_demo_dataset.py). It inherits the real config and
 # swaps in: the demo data, a narrow FPN/heads, anchors sized for 7-150 px objects, and a
-# schedule that fits a 2-core CPU in about 10 minutes (docs/demo.md has the numbers).
+# schedule that fits a 2-core CPU in about 6 minutes (docs/demo.md has the numbers).
 _base_ = '../faster_rcnn_lip_r50.py'
 
 from lip_mmdet.datasets import DEMO_CLASSES  # noqa: E402
