@@ -17,9 +17,10 @@ import os
 import os.path as osp
 import platform
 import statistics
-import time
 
 import torch
+
+from lip_mmdet.utils.benchmark import cuda_peak_bytes, time_ms
 
 DEFAULT_MODELS = ('ResNet', 'LIPResNet', 'DPPResNet')
 # Highest accepted fwd+bwd time ratio of the 50-layer nets to ResNet-50 (issue 4).
@@ -35,11 +36,6 @@ def build(model_type: str, depth: int):
     return model
 
 
-def sync(device: torch.device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def forward(model, x):
     model.eval()
     with torch.no_grad():
@@ -51,14 +47,6 @@ def train_step(model, x):
     outs = model(x)
     sum(o.float().sum() for o in outs).backward()
     model.zero_grad(set_to_none=True)
-
-
-def timed(fn, model, x, device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn(model, x)
-    sync(device)
-    return (time.perf_counter() - start) * 1e3
 
 
 def _proc_status_mb(field: str) -> float:
@@ -80,19 +68,11 @@ def _cpu_peak_mb(fn, model, x) -> float:
     return _proc_status_mb('VmHWM') - start
 
 
-def _cuda_peak_mb(fn, model, x, device) -> float:
-    sync(device)
-    start = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn(model, x)
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - start) / 2**20
-
-
 def peak_memory_mb(model, x, device):
     """(forward, forward+backward) extra peak memory in MiB."""
     if device.type == 'cuda':
-        return tuple(_cuda_peak_mb(fn, model, x, device) for fn in (forward, train_step))
+        return tuple(cuda_peak_bytes(lambda: fn(model, x), device) / 2**20
+                     for fn in (forward, train_step))
     return tuple(_cpu_peak_mb(fn, model, x) for fn in (forward, train_step))
 
 
@@ -123,8 +103,8 @@ def main():
     times = {name: {'fwd': [], 'fwd_bwd': []} for name in models}
     for round_idx in range(args.warmup + args.repeats):
         for name, model in models.items():
-            fwd = timed(forward, model, x, device)
-            step = timed(train_step, model, x, device)
+            fwd = time_ms(lambda: forward(model, x), device)
+            step = time_ms(lambda: train_step(model, x), device)
             if round_idx >= args.warmup:
                 times[name]['fwd'].append(fwd)
                 times[name]['fwd_bwd'].append(step)

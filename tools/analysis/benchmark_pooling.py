@@ -26,10 +26,11 @@ import os.path as osp
 import platform
 import resource
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+
+from lip_mmdet.utils.benchmark import cuda_peak_bytes, time_ms
 
 DEFAULT_SHAPES = ('20x32x128x128', '2x256x200x336')
 OPS = ('avg_pool2d', 'max_pool2d', 'lip2d_naive', 'lip2d', 'lip2d[torch]', 'LiteDPP', 'FullDPP')
@@ -64,11 +65,6 @@ def make_inputs(shape, device, seed=0):
     return x.to(device), logit.to(device)
 
 
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def run_forward(fn, x, logit):
     with torch.no_grad():
         return fn(x, logit)
@@ -78,14 +74,6 @@ def run_forward_backward(fn, x, logit, takes_logit, grad_out):
     inputs = (x.detach().requires_grad_(), logit.detach().requires_grad_() if takes_logit
               else logit)
     fn(*inputs).backward(grad_out)
-
-
-def timed(call, device):
-    sync(device)
-    start = time.perf_counter()
-    call()
-    sync(device)
-    return (time.perf_counter() - start) * 1e3
 
 
 def saved_bytes(fn, x, logit, takes_logit):
@@ -102,15 +90,6 @@ def saved_bytes(fn, x, logit, takes_logit):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn(xr, lr)
     return sum(storages.values()), out.numel() * out.element_size()
-
-
-def cuda_peak_bytes(fn, x, logit, takes_logit, grad_out, device):
-    sync(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    run_forward_backward(fn, x, logit, takes_logit, grad_out)
-    sync(device)
-    return torch.cuda.max_memory_allocated(device) - base
 
 
 def _rss_bytes():
@@ -148,9 +127,9 @@ def benchmark_shape(shape, args, device):
     times = {name: {'fwd_ms': [], 'fwd_bwd_ms': []} for name in ops}
     for round_idx in range(args.warmup + args.repeats):
         for name, (fn, takes_logit) in ops.items():
-            fwd = timed(lambda: run_forward(fn, x, logit), device)
-            step = timed(lambda: run_forward_backward(fn, x, logit, takes_logit,
-                                                      grad_out[name]), device)
+            fwd = time_ms(lambda: run_forward(fn, x, logit), device)
+            step = time_ms(lambda: run_forward_backward(fn, x, logit, takes_logit,
+                                                        grad_out[name]), device)
             if round_idx >= args.warmup:
                 times[name]['fwd_ms'].append(fwd)
                 times[name]['fwd_bwd_ms'].append(step)
@@ -163,8 +142,9 @@ def benchmark_shape(shape, args, device):
         entry.update(saved_mb=saved / 2**20, inputs_output_mb=inputs_and_output / 2**20,
                      saved_vs_inputs_output=saved / inputs_and_output)
         if device.type == 'cuda':
-            entry['peak_mb'] = cuda_peak_bytes(fn, x, logit, takes_logit, grad_out[name],
-                                               device) / 2**20
+            entry['peak_mb'] = cuda_peak_bytes(
+                lambda: run_forward_backward(fn, x, logit, takes_logit, grad_out[name]),
+                device) / 2**20
         elif args.rss:
             entry['peak_mb'] = cpu_peak_rss_bytes(name, shape, window, args.threads) / 2**20
         results[name] = entry
