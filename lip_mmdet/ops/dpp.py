@@ -15,14 +15,15 @@ kernel (``csrc/dpp2d_cpu.cpp``, saves only its inputs) uses the same ratios with
 or more) cannot overflow: it only drives the pooling towards max pooling (asym) or extremum
 pooling (sym, largest |x - guide|). float16/bfloat16 inputs are computed in float32.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .native import run_kernel, select_cpu_library
-from .pool_args import IntPair, check_feature_map, check_window, compute_dtype
+from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_window, compute_dtype,
+                        pooled_size, window_views)
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED']
@@ -30,7 +31,6 @@ __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
 DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
 
-Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 
 
 def dpp_same_padding(kernel_size: IntPair) -> Pads:
@@ -40,29 +40,11 @@ def dpp_same_padding(kernel_size: IntPair) -> Pads:
     return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left
 
 
-def _as_pads(padding) -> Pads:
-    if isinstance(padding, (tuple, list)) and len(padding) == 4:
-        return tuple(padding)
-    ph, pw = padding
-    return ph, ph, pw, pw
-
-
-def _pooled(x, kernel, stride, pads: Pads):
-    top, bottom, left, right = pads
-    height, width = x.shape[2] + top + bottom, x.shape[3] + left + right
-    if height < kernel[0] or width < kernel[1]:
-        raise ValueError(f'kernel_size {tuple(kernel)} is larger than the padded input '
-                         f'({height}, {width}) (input {tuple(x.shape[2:])}, padding {pads})')
-    return (height - kernel[0]) // stride[0] + 1, (width - kernel[1]) // stride[1] + 1
-
-
 def _window_stack(t, kernel, stride, pads: Pads, out_size, fill=0.0):
     """(K, N, C, Ho, Wo): every window offset's strided view of the padded map, stacked."""
     top, bottom, left, right = pads
     padded = F.pad(t, (left, right, top, bottom), value=fill)
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    return torch.stack([padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                        for i in range(kh) for j in range(kw)])
+    return torch.stack(list(window_views(padded, kernel, stride, out_size)))
 
 
 def _check_dpp_window(kernel_size, stride, padding):
@@ -77,7 +59,7 @@ def _check_dpp_window(kernel_size, stride, padding):
                              f'kernel_size {kernel_size!r}')
         return kernel, step, pads
     kernel, step, pad = check_window(kernel_size, stride, padding)
-    return kernel, step, _as_pads(pad)
+    return kernel, step, as_pads(pad)
 
 
 def _check_channel_param(value, name, channels):
@@ -183,7 +165,7 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
     if reward not in DPP_REWARDS:
         raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = _pooled(x, kernel, step, pads)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
     check_feature_map(guide, 'guide')
     expected = (*x.shape[:2], *out_size)
     if tuple(guide.shape) != expected:
@@ -212,7 +194,7 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     """
     check_feature_map(x, 'x')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    _pooled(x, kernel, step, pads)
+    pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
     if max(kernel) <= 3 and select_cpu_library(x, backend) is not None:
         box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
         return dpp_filter_guide(x, box, None, kernel, step, pads, backend=backend)
@@ -250,7 +232,7 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         raise ValueError(f'weight must have shape ({channels}, 1, 3, 3), got '
                          f'{tuple(weight.shape)}')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = _pooled(x, kernel, step, pads)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
     shift_h, shift_w = _filter_alignment(kernel[0]), _filter_alignment(kernel[1])
     top, left = pads[0] + shift_h, pads[2] + shift_w
     bottom = (out_size[0] - 1) * step[0] + 3 - top - x.shape[2]

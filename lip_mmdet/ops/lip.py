@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from .native import BACKENDS, run_kernel, select_cpu_library
 from .pool_args import (IntPair, check_feature_map, check_same_layout, check_window,
-                        compute_dtype, pooled_size)
+                        compute_dtype, pooled_size, window_views)
 
 __all__ = ['lip2d', 'lip2d_naive', 'SHIFT_RANGE']
 
@@ -40,14 +40,6 @@ def _sum_pool_transpose(grad, like, kernel, stride, padding):
                                               1)
 
 
-def _window_views(padded, kernel, stride, out_size):
-    """Strided views of a padded map, one per window offset, each of the output's size."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    for i in range(kh):
-        for j in range(kw):
-            yield padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-
-
 def _pad(t, padding, value=0.0):
     return F.pad(t, (padding[1], padding[1], padding[0], padding[0]), value=value)
 
@@ -58,8 +50,8 @@ def _windowed_sums(x, logit, kernel, stride, padding):
     win_max = F.max_pool2d(logit, kernel, stride, padding)
     x_pad, l_pad = _pad(x, padding), _pad(logit, padding, float('-inf'))
     num, den = torch.zeros_like(win_max), torch.zeros_like(win_max)
-    for xs, ls in zip(_window_views(x_pad, kernel, stride, out_size),
-                      _window_views(l_pad, kernel, stride, out_size)):
+    for xs, ls in zip(window_views(x_pad, kernel, stride, out_size),
+                      window_views(l_pad, kernel, stride, out_size)):
         weight = torch.exp(ls - win_max)
         num.addcmul_(xs, weight)
         den.add_(weight)
@@ -71,7 +63,7 @@ def _windowed_backward(x, logit, grad, kernel, stride, padding):
     out, scale = num / den, grad / den
     grad_x, grad_l = torch.zeros_like(x_pad), torch.zeros_like(x_pad)
     out_size = out.shape[2:]
-    for xs, ls, gx, gl in zip(*(_window_views(t, kernel, stride, out_size)
+    for xs, ls, gx, gl in zip(*(window_views(t, kernel, stride, out_size)
                                 for t in (x_pad, l_pad, grad_x, grad_l))):
         weight = torch.exp(ls - win_max).mul_(scale)
         gx.add_(weight)

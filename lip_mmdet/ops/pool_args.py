@@ -8,9 +8,10 @@ from typing import Tuple, Union
 import torch
 
 IntPair = Union[int, Tuple[int, int]]
+Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
-           'pooled_size', 'compute_dtype']
+           'Pads', 'as_pads', 'pooled_size', 'window_views', 'compute_dtype']
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -66,10 +67,31 @@ def check_same_layout(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
                          f'{other.device}')
 
 
+def as_pads(padding) -> Pads:
+    """(top, bottom, left, right) from a symmetric (ph, pw) pair or such a 4-tuple."""
+    if len(padding) == 4:
+        return tuple(padding)
+    ph, pw = padding
+    return ph, ph, pw, pw
+
+
 def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, int]:
-    """Output (H, W) of a floor-mode pooling; raises if the kernel exceeds the padded input."""
-    padded = (height + 2 * padding[0], width + 2 * padding[1])
+    """Output (H, W) of a floor-mode pooling; raises if the kernel exceeds the padded input.
+
+    ``padding`` is (ph, pw) or (top, bottom, left, right).
+    """
+    top, bottom, left, right = as_pads(padding)
+    padded = (height + top + bottom, width + left + right)
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(f'kernel_size {tuple(kernel)} is larger than the padded input '
                          f'{padded} (input {height}x{width}, padding {tuple(padding)})')
     return ((padded[0] - kernel[0]) // stride[0] + 1, (padded[1] - kernel[1]) // stride[1] + 1)
+
+
+def window_views(padded: torch.Tensor, kernel, stride, out_size):
+    """Strided views of a padded (N, C, H, W) map, one per window offset (row-major), each
+    of the output's size (N, C, Ho, Wo)."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    for i in range(kh):
+        for j in range(kw):
+            yield padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
