@@ -20,7 +20,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from .preflight import (PreflightError, check_amp, check_checkpoint, check_datasets,
-                        check_pretrained_weights)
+                        check_pretrained_weights, leaf_datasets)
 
 __all__ = [
     'build_runner', 'load_test_config', 'load_train_config', 'test_main', 'test_parser',
@@ -115,12 +115,6 @@ def load_train_config(args):
     return cfg
 
 
-def _leaf_dataset(dataset_cfg):
-    while 'dataset' in dataset_cfg:  # RepeatDataset and other wrappers
-        dataset_cfg = dataset_cfg['dataset']
-    return dataset_cfg
-
-
 def _default_flip_tta(test_dataset):
     """mmdet's usual test-time augmentation: original and horizontally flipped image."""
     tta_model = dict(type='DetTTAModel',
@@ -143,11 +137,10 @@ def load_test_config(args):
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
-        test_dataset = _leaf_dataset(cfg.test_dataloader.dataset)
-        default_model, default_pipeline = _default_flip_tta(test_dataset)
-        tta_model = cfg.get('tta_model') or default_model
-        test_dataset.pipeline = cfg.get('tta_pipeline') or default_pipeline
-        cfg.model = ConfigDict(**tta_model, module=cfg.model)
+        for test_dataset in leaf_datasets(cfg.test_dataloader.dataset):
+            default_model, default_pipeline = _default_flip_tta(test_dataset)
+            test_dataset.pipeline = cfg.get('tta_pipeline') or default_pipeline
+        cfg.model = ConfigDict(**(cfg.get('tta_model') or default_model), module=cfg.model)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise PreflightError(f'--out must name a .pkl or .pickle file, got {args.out!r}')
     return cfg

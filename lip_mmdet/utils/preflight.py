@@ -11,7 +11,7 @@ import torch
 
 __all__ = [
     'PreflightError', 'check_amp', 'check_checkpoint', 'check_datasets',
-    'check_pretrained_weights', 'dataset_paths'
+    'check_pretrained_weights', 'dataset_paths', 'leaf_datasets'
 ]
 
 COCO_LAYOUT = """\
@@ -64,13 +64,13 @@ def _join(data_root, path):
     return osp.join(data_root, path)
 
 
-def _leaf_datasets(dataset_cfg):
+def leaf_datasets(dataset_cfg):
     """Yield the dataset configs that read files, looking through wrapper datasets."""
     if dataset_cfg.get('datasets') is not None:  # ConcatDataset
         for child in dataset_cfg['datasets']:
-            yield from _leaf_datasets(child)
+            yield from leaf_datasets(child)
     elif dataset_cfg.get('dataset') is not None:  # RepeatDataset, ClassBalancedDataset, ...
-        yield from _leaf_datasets(dataset_cfg['dataset'])
+        yield from leaf_datasets(dataset_cfg['dataset'])
     else:
         yield dataset_cfg
 
@@ -81,7 +81,7 @@ def dataset_paths(dataset_cfg):
     Paths are combined with ``data_root`` the way mmengine's ``BaseDataset`` does.
     """
     paths = []
-    for leaf in _leaf_datasets(dataset_cfg):
+    for leaf in leaf_datasets(dataset_cfg):
         data_root = leaf.get('data_root') or ''
         if leaf.get('ann_file'):
             paths.append(('annotation file', _join(data_root, leaf['ann_file'])))

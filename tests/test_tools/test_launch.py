@@ -92,6 +92,18 @@ def test_tta_wraps_the_model(config):
     assert tta_step.type == 'TestTimeAug'
 
 
+def test_tta_reaches_every_dataset_of_a_concat(tmp_path):
+    config = tmp_path / 'concat_test.py'
+    config.write_text(
+        f"_base_ = '{LIP_R50}'\n"
+        "test_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', datasets=[\n"
+        "    {{_base_.test_dataloader.dataset}}, {{_base_.test_dataloader.dataset}}]))\n")
+    cfg = make_test_cfg('--tta', config=str(config))
+    leaves = cfg.test_dataloader.dataset.datasets
+    assert len(leaves) == 2
+    assert all(leaf.pipeline[-1].type == 'TestTimeAug' for leaf in leaves)
+
+
 def test_dataset_check_names_missing_paths_and_the_way_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = train_cfg()
