@@ -18,8 +18,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 
 def _numpy_globals():
-    # numpy 1.x pickles scalars and arrays through numpy.core.multiarray; numpy 2 renamed it
-    # to numpy._core, so take the functions from whichever module the running numpy uses.
+    # numpy 1.x (pinned: numpy<2) pickles scalars and arrays through numpy.core.multiarray.
     multiarray = np.core.multiarray
     dtype_classes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'}
     return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype,
