@@ -1,10 +1,12 @@
-from .checkpoint import (MMENGINE_SAFE_GLOBALS, UnsafeCheckpointError,
-                         enable_safe_mmengine_checkpoints, load_from_local)
+from .checkpoint import (CHECKPOINT_ERRORS, MMENGINE_SAFE_GLOBALS, CheckpointUnavailableError,
+                         UnreadableCheckpointError, UnsafeCheckpointError,
+                         enable_safe_mmengine_checkpoints, load_checkpoint_file, load_from_local)
 from .preflight import PreflightError
 
 enable_safe_mmengine_checkpoints()
 
 __all__ = [
-    'MMENGINE_SAFE_GLOBALS', 'UnsafeCheckpointError', 'enable_safe_mmengine_checkpoints',
-    'load_from_local', 'PreflightError'
+    'CHECKPOINT_ERRORS', 'MMENGINE_SAFE_GLOBALS', 'CheckpointUnavailableError',
+    'UnreadableCheckpointError', 'UnsafeCheckpointError', 'enable_safe_mmengine_checkpoints',
+    'load_checkpoint_file', 'load_from_local', 'PreflightError'
 ]
