@@ -103,7 +103,7 @@ class LIPResNet(PooledResNet):
     def __init__(self, depth: int, lip_norm_cfg=dict(type='IN', affine=True),
                  lip_width: Optional[int] = None, stem_lip: Optional[str] = None, **kwargs):
         if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth} for LIPResNet, expected one of '
+            raise KeyError(f'invalid depth {depth!r} for LIPResNet, expected one of '
                            f'{sorted(self.arch_settings)}')
         basic = self.arch_settings[depth][0] is not Bottleneck
         stem_lip = stem_lip or ('bottleneck' if basic else 'simplified')

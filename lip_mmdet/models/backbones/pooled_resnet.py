@@ -6,6 +6,7 @@ Everything else (stem convs, stride-1 blocks, options) is mmdet's ``ResNet`` unc
 stock ResNet checkpoint fits all parameters that are not new.
 """
 import copy
+import inspect
 from typing import Optional, Sequence
 
 import torch.utils.checkpoint as cp
@@ -175,6 +176,57 @@ def _split_pretrained(init_cfg, pretrained):
     return copy.deepcopy(found[0]), (rest or None)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_resnet_args(name: str, depth, arch_settings: dict, kwargs: dict) -> None:
+    """Validates mmdet ``ResNet`` arguments, raising ValueError / TypeError that say what is
+    wrong (mmdet's own checks are bare asserts, or none: ``out_indices=(-1,)`` builds and
+    returns nothing).
+
+    Args:
+        name: the backbone's class name, for messages.
+        depth: the requested depth.
+        arch_settings: depth -> (block, blocks per stage).
+        kwargs: the other ``ResNet`` arguments given; missing ones take mmdet's defaults.
+    """
+    if depth not in arch_settings:
+        raise KeyError(f'invalid depth {depth!r} for {name}, expected one of '
+                       f'{sorted(arch_settings)}')
+    args = {k: p.default for k, p in inspect.signature(ResNet.__init__).parameters.items()}
+    args.update(kwargs)
+    num_stages = args['num_stages']
+    if not _is_int(num_stages) or not 1 <= num_stages <= 4:
+        raise ValueError(f'{name}: num_stages must be 1, 2, 3 or 4, got {num_stages!r}')
+    for key in ('strides', 'dilations'):
+        value = args[key]
+        if not isinstance(value, (tuple, list)) or len(value) != num_stages:
+            raise ValueError(f'{name}: {key} needs one entry per stage ({num_stages} for '
+                             f'num_stages={num_stages}), got {value!r}')
+        if not all(_is_int(v) and v >= 1 for v in value):
+            raise ValueError(f'{name}: {key} must be positive ints, got {value!r}')
+    out_indices = args['out_indices']
+    if (not isinstance(out_indices, (tuple, list)) or not out_indices
+            or not all(_is_int(i) and 0 <= i < num_stages for i in out_indices)):
+        raise ValueError(f'{name}: out_indices must be a non-empty sequence of stage indices '
+                         f'0..{num_stages - 1} (num_stages={num_stages}; negative indices are '
+                         f'not supported), got {out_indices!r}')
+    frozen = args['frozen_stages']
+    if not _is_int(frozen) or not -1 <= frozen <= num_stages:
+        raise ValueError(f'{name}: frozen_stages must be -1 (none frozen) .. {num_stages} '
+                         f'(stem and every stage), got {frozen!r}')
+    if args['dcn'] is not None:
+        with_dcn = args['stage_with_dcn']
+        if not isinstance(with_dcn, (tuple, list)) or len(with_dcn) != num_stages:
+            raise ValueError(f'{name}: stage_with_dcn needs one bool per stage '
+                             f'({num_stages}), got {with_dcn!r}')
+        if any(with_dcn) and arch_settings[depth][0] is not Bottleneck:
+            raise ValueError(f'{name}: dcn needs Bottleneck blocks, i.e. depth 50, 101 or '
+                             f'152 (depth {depth} uses BasicBlock, which has no deformable '
+                             'conv); drop dcn or pick a deeper network')
+
+
 class PooledResNet(ResNet):
     """mmdet ``ResNet`` with learned poolings in place of its downsampling (abstract).
 
@@ -200,8 +252,15 @@ class PooledResNet(ResNet):
     pool_layer_types: tuple = ()
 
     def __init__(self, depth: int, init_cfg=None, pretrained: Optional[str] = None, **kwargs):
+        check_resnet_args(type(self).__name__, depth, self.arch_settings, kwargs)
         self.pretrained_cfg, init_cfg = _split_pretrained(init_cfg, pretrained)
         super().__init__(depth, init_cfg=init_cfg, **kwargs)
+
+    def train(self, mode: bool = True):
+        """As mmdet's ``ResNet.train`` (frozen stages, ``norm_eval``), returning ``self`` as
+        ``nn.Module.train`` does, so ``model.eval()`` can be chained."""
+        super().train(mode)
+        return self
 
     # --- construction hooks -------------------------------------------------------------
     def make_stem_pool(self, channels: int) -> nn.Module:
