@@ -24,16 +24,20 @@ def build_dpp(cfg: dict, channels: int, **window) -> nn.Module:
 
     ``window`` (kernel_size, stride, padding) is the position's default window, used unless
     ``cfg`` sets any window entry itself (then ``cfg``'s window holds everywhere). Entries
-    the layer does not take (S3DPP has no padding) are left out.
+    the layer does not take (S3DPP has no padding) are left out. Layers that can size their
+    output as a strided conv does, ceil(H / stride), do so (``ceil_output``) unless ``cfg``
+    says otherwise: the backbone then gives stock ResNet's sizes at any input size.
     """
     cfg = dict(cfg)
     layer_type = cfg.pop('type', None)
     if layer_type not in DPP_TYPES:
         raise ValueError(f'dpp_cfg type must be one of {DPP_TYPES}, got {layer_type!r}')
     layer_cls = getattr(pool_layers, layer_type)
+    accepted = inspect.signature(layer_cls).parameters
     if not any(key in cfg for key in WINDOW_KEYS):
-        accepted = inspect.signature(layer_cls).parameters
         cfg.update({k: v for k, v in window.items() if k in accepted})
+    if 'ceil_output' in accepted:
+        cfg.setdefault('ceil_output', True)
     return layer_cls(channels, **cfg)
 
 
@@ -71,9 +75,9 @@ class DPPResNet(PooledResNet):
             (``reward='asym'|'sym'``, S3DPP's ``guide``, ``grid_size``). Windows: 3x3/s2/p1
             in the stem and after a residual add, 2x2/s2 inside the stride-2 blocks (the
             paper's); a ``kernel_size`` / ``stride`` / ``padding`` set here applies everywhere.
-            2x2 windows floor odd sizes (65 -> 32) where a strided conv ceils (65 -> 33): same
-            sizes at the even, 32-divisible sizes mmdet pads to; set ``kernel_size=3,
-            padding=1`` for stock sizes at any size (about 15% slower on CPU).
+            Every DPP pads its bottom/right edge where needed (``ceil_output``) so that each
+            stage has stock ResNet's size at any input size (65 -> 33, as a strided conv); a
+            window there pools the real pixels it holds (see docs/backbones.md).
         dpp_placement (str): ``'replace_stride'`` (default, cheap): in each stride-2 block
             DPP pools before the 3x3 conv (run at stride 1) and before the 1x1 shortcut
             conv. ``'after_add'`` (the paper's ResNets): the stride-2 block runs wholly at

@@ -18,7 +18,7 @@ from torch import nn
 
 from lip_mmdet.ops import (DPP_REWARDS, check_s3_args, dpp2d, dpp_box_guide,
                            dpp_filter_box_init, dpp_filter_guide, dpp_same_padding, s3_sample)
-from lip_mmdet.ops.pool_args import IntPair, check_window
+from lip_mmdet.ops.pool_args import IntPair, as_pads, check_window, to_pair
 
 __all__ = ['LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX']
 
@@ -30,10 +30,13 @@ class _DPPBase(nn.Module):
 
     ``padding`` is an int or (h, w) as in ``F.avg_pool2d``, or 'same' (stride 1 only: output
     size = input size, the extra padding of even windows at the bottom/right).
+    ``ceil_output`` pads the bottom/right further where needed so that the output has
+    ``ceil(H / stride)`` rows (columns), the size a strided 3x3 convolution with padding 1
+    gives; a window there pools the real pixels it holds (one pixel pools to itself).
     """
 
     def __init__(self, channels: int, reward: str, kernel_size: IntPair, stride: IntPair,
-                 padding: Union[IntPair, str]):
+                 padding: Union[IntPair, str], ceil_output: bool = False):
         super().__init__()
         if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
             raise ValueError(f'channels must be a positive int, got {channels!r}')
@@ -47,6 +50,7 @@ class _DPPBase(nn.Module):
             check_window(kernel_size, stride, padding)
         self.channels, self.reward = channels, reward
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_output = ceil_output
         self.log_alpha = nn.Parameter(torch.zeros(channels))
         self.log_lambda = nn.Parameter(torch.zeros(channels))
 
@@ -62,20 +66,36 @@ class _DPPBase(nn.Module):
         nn.init.zeros_(self.log_alpha)
         nn.init.zeros_(self.log_lambda)
 
-    def guide(self, x: torch.Tensor) -> torch.Tensor:
+    def guide(self, x: torch.Tensor, padding) -> torch.Tensor:
         raise NotImplementedError
 
+    def padding_for(self, height: int, width: int):
+        """The padding used on an (H, W) map: ``padding``, or with ``ceil_output`` the
+        (top, bottom, left, right) padding that gives ceil(H / stride) x ceil(W / stride)."""
+        if not self.ceil_output:
+            return self.padding
+        kernel, stride = to_pair(self.kernel_size, 'kernel_size'), to_pair(self.stride, 'stride')
+        pads = list(as_pads(self.padding if isinstance(self.padding, (tuple, list)) else
+                            to_pair(self.padding, 'padding')))
+        for axis, size in enumerate((height, width)):
+            wanted = -(-size // stride[axis])
+            covered = size + pads[2 * axis] + pads[2 * axis + 1]
+            pads[2 * axis + 1] += max((wanted - 1) * stride[axis] + kernel[axis] - covered, 0)
+        return tuple(pads)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window."""
+        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window, or
+        ceil(H / stride) x ceil(W / stride) with ``ceil_output``."""
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'{type(self).__name__} expects (N, {self.channels}, H, W), got '
                              f'{tuple(x.shape)}')
-        return dpp2d(x, self.guide(x), self.alpha, self.lam, self.reward, self.kernel_size,
-                     self.stride, self.padding)
+        padding = self.padding_for(x.shape[2], x.shape[3])
+        return dpp2d(x, self.guide(x, padding), self.alpha, self.lam, self.reward,
+                     self.kernel_size, self.stride, padding)
 
     def extra_repr(self) -> str:
         return (f'{self.channels}, reward={self.reward!r}, kernel_size={self.kernel_size}, '
-                f'stride={self.stride}, padding={self.padding}')
+                f'stride={self.stride}, padding={self.padding}, ceil_output={self.ceil_output}')
 
 
 @MODELS.register_module()
@@ -89,14 +109,18 @@ class LiteDPP(_DPPBase):
             pooling) or 'sym' (any deviation; large lambda -> extremum pooling).
         kernel_size, stride, padding: window (default 2x2 stride 2; 3x3 stride 2 padding 1
             replaces a strided conv or max-pool); padding may be 'same' with stride 1.
+        ceil_output: output ceil(H / stride) x ceil(W / stride) at any input size (see
+            ``padding_for``); the box guide counts the extra padding as zeros, as it does the
+            symmetric padding.
     """
 
     def __init__(self, channels: int, reward: str = 'asym', kernel_size: IntPair = 2,
-                 stride: IntPair = 2, padding: Union[IntPair, str] = 0):
-        super().__init__(channels, reward, kernel_size, stride, padding)
+                 stride: IntPair = 2, padding: Union[IntPair, str] = 0,
+                 ceil_output: bool = False):
+        super().__init__(channels, reward, kernel_size, stride, padding, ceil_output)
 
-    def guide(self, x: torch.Tensor) -> torch.Tensor:
-        return dpp_box_guide(x, self.kernel_size, self.stride, self.padding)
+    def guide(self, x: torch.Tensor, padding) -> torch.Tensor:
+        return dpp_box_guide(x, self.kernel_size, self.stride, padding)
 
 
 @MODELS.register_module()
@@ -108,8 +132,9 @@ class FullDPP(_DPPBase):
     """
 
     def __init__(self, channels: int, reward: str = 'asym', kernel_size: IntPair = 2,
-                 stride: IntPair = 2, padding: Union[IntPair, str] = 0):
-        super().__init__(channels, reward, kernel_size, stride, padding)
+                 stride: IntPair = 2, padding: Union[IntPair, str] = 0,
+                 ceil_output: bool = False):
+        super().__init__(channels, reward, kernel_size, stride, padding, ceil_output)
         self.guide_weight = nn.Parameter(torch.empty(channels, 1, 3, 3))
         self.guide_bias = nn.Parameter(torch.empty(channels))
         self.init_weights()
@@ -121,9 +146,9 @@ class FullDPP(_DPPBase):
                 self.guide_weight))
             self.guide_bias.zero_()
 
-    def guide(self, x: torch.Tensor) -> torch.Tensor:
+    def guide(self, x: torch.Tensor, padding) -> torch.Tensor:
         return dpp_filter_guide(x, self.guide_weight, self.guide_bias, self.kernel_size,
-                                self.stride, self.padding)
+                                self.stride, padding)
 
 
 @MODELS.register_module()

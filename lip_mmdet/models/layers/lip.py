@@ -5,6 +5,11 @@ Every LIP layer pools with ``lip2d`` (3x3 window, stride 2, padding 1): (N, C, H
 the valid pixels: its last conv is zero, its norm is the identity map of a constant (affine
 (1, 0)) and the gate turns logit 0 into the constant 6. ``init_weights()`` restores that
 initialisation (a backbone's Kaiming ``init_cfg`` would otherwise overwrite it).
+
+On a 1x1 map a LIP window holds one real pixel, so the pooled value is that pixel whatever
+the logits are. The logit norms must still run there (torch's InstanceNorm refuses a single
+pixel): they use :class:`InstanceNorm2dAnySize`, whose output on one pixel is the limit of the
+normalisation, its bias.
 """
 from collections import OrderedDict
 
@@ -17,14 +22,36 @@ from torch import nn
 from lip_mmdet.ops import lip2d
 
 __all__ = ['SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP',
-           'BOTTLENECK_WIDTH']
+           'BOTTLENECK_WIDTH', 'InstanceNorm2dAnySize']
 
 BOTTLENECK_WIDTH = 128
 _DEFAULT_NORM = dict(type='IN', affine=True)
 
 
+class InstanceNorm2dAnySize(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` that also accepts a map of a single pixel per channel.
+
+    There ``x - mean(x)`` is 0, so the normalised value is 0 and the output is the affine bias
+    (0 without affine), with zero gradient to ``x`` and ``weight``; running statistics are not
+    updated from one pixel. Other sizes are ``nn.InstanceNorm2d`` unchanged (same state dict).
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        single_pixel = x.dim() == 4 and x.shape[2] * x.shape[3] == 1
+        if not single_pixel or (self.track_running_stats and not self.training):
+            return super().forward(x)
+        centred = x - x  # keeps the graph: every parameter gets a (zero) gradient
+        if not self.affine:
+            return centred
+        return centred * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
 def _norm(norm_cfg, channels) -> nn.Module:
-    return build_norm_layer(dict(_DEFAULT_NORM if norm_cfg is None else norm_cfg), channels)[1]
+    norm = build_norm_layer(dict(_DEFAULT_NORM if norm_cfg is None else norm_cfg), channels)[1]
+    if type(norm) is nn.InstanceNorm2d:
+        norm.__class__ = InstanceNorm2dAnySize  # same arguments and state, any map size
+    return norm
 
 
 def _reset_norm(norm: nn.Module) -> None:

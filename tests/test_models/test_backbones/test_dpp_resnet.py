@@ -13,15 +13,16 @@ from lip_mmdet.models.backbones.complexity import count_params
 from lip_mmdet.models.layers import FullDPP, LiteDPP, S3DPP
 
 
-
-def expected_sizes(height, width, floor_stages):
-    """Stage output sizes: stem conv and pool halve with ceil; stages 2-4 floor (2x2 windows)
-    or ceil (3x3/s2/p1 windows, S3DPP) like a strided conv."""
+def expected_sizes(height, width):
+    """Stage output sizes: every stride-2 step halves with ceil, as stock ResNet's strided
+    convs do (the 2x2 windows pad an odd edge, ``ceil_output``)."""
     sizes = [(-(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2))]
     for _ in range(3):
         h, w = sizes[-1]
-        sizes.append((h // 2, w // 2) if floor_stages else (-(-h // 2), -(-w // 2)))
+        sizes.append((-(-h // 2), -(-w // 2)))
     return sizes
+
+
 VARIANTS = [
     dict(type='LiteDPP', reward='asym'),
     dict(type='LiteDPP', reward='sym'),
@@ -34,8 +35,8 @@ VARIANTS = [
 @pytest.mark.parametrize('depth,expansion', [(18, 1), (34, 1), (50, 4)])
 def test_output_channels_and_strides(depth, expansion):
     shapes = output_shapes(DPPResNet(depth=depth))
-    assert [s[2:] for s in shapes] == [(17, 25), (8, 12), (4, 6), (2, 3)]
-    assert shapes == [(1, 64 * 2**i * expansion, *expected_sizes(65, 97, True)[i])
+    assert [s[2:] for s in shapes] == [(17, 25), (9, 13), (5, 7), (3, 4)]
+    assert shapes == [(1, 64 * 2**i * expansion, *expected_sizes(65, 97)[i])
                       for i in range(4)]
 
 
@@ -55,12 +56,11 @@ def test_variants_forward_at_odd_sizes(dpp_cfg, placement):
     layer_type = dict(LiteDPP=LiteDPP, FullDPP=FullDPP, S3DPP=S3DPP)[dpp_cfg['type']]
     pools = [m for m in model.modules() if isinstance(m, layer_type)]
     assert len(pools) == 4  # stem + one per stride-2 stage (shared by both branches)
-    floor = placement == 'replace_stride' and dpp_cfg['type'] != 'S3DPP'
     for train in (False, True):
         model.train(train)
         outs = model(torch.rand(1, 3, 33, 49))
         assert [tuple(o.shape) for o in outs] == [
-            (1, 64 * 2**i, *expected_sizes(33, 49, floor)[i]) for i in range(4)]
+            (1, 64 * 2**i, *expected_sizes(33, 49)[i]) for i in range(4)]
         assert all(torch.isfinite(o).all() for o in outs)
     sum(o.sum() for o in outs).backward()
     assert all(p.grad is not None for p in pools[1].parameters())
