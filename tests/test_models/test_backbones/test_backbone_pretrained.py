@@ -91,7 +91,9 @@ def test_converter_tool_round_trip(tmp_path, monkeypatch):
     src, dst = tmp_path / 'lip_resnet-50.pth', tmp_path / 'out' / 'lip_r50_mmdet.pth'
     torch.save(source, src)
     monkeypatch.setattr(sys, 'argv', [CONVERTER, str(src), str(dst)])
-    runpy.run_path(CONVERTER, run_name='__main__')
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(CONVERTER, run_name='__main__')
+    assert exited.value.code == 0
     saved = torch.load(dst, map_location='cpu')
     assert saved['meta']['depth'] == 50
     assert saved['meta']['dropped_keys'] == ['fc.bias', 'fc.weight']
