@@ -8,6 +8,7 @@ with the gloo backend), which mmengine's own ``init_dist`` cannot do because it 
 ``torch.cuda.set_device``.
 """
 import argparse
+import ast
 import datetime
 import os
 import os.path as osp
@@ -19,8 +20,9 @@ import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
+from .checkpoint import CHECKPOINT_ERRORS
 from .preflight import (PreflightError, check_amp, check_checkpoint, check_datasets,
-                        check_pretrained_weights, leaf_datasets)
+                        check_pretrained_weights, check_work_dir, leaf_datasets)
 
 __all__ = [
     'build_runner', 'load_test_config', 'load_train_config', 'test_main', 'test_parser',
@@ -77,13 +79,43 @@ def test_parser():
     return parser
 
 
+def _check_syntax(path, seen=()):
+    """Name the file and line of a Python syntax error in a config or its local ``_base_``
+    files (mmengine reports ``<unknown>``)."""
+    if not path.endswith('.py') or path in seen or not osp.isfile(path):
+        return
+    with open(path, 'rb') as stream:
+        source = stream.read()
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as err:
+        line = f'\n  {err.text.rstrip()}' if err.text else ''
+        raise PreflightError(f'Syntax error in config {path}, line {err.lineno}: '
+                             f'{err.msg}{line}') from None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and getattr(node.targets[0], 'id', None) == '_base_'):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return  # not a literal: left to mmengine
+            for base in [bases] if isinstance(bases, str) else list(bases):
+                if isinstance(base, str) and '::' not in base:  # package bases are valid
+                    _check_syntax(osp.normpath(osp.join(osp.dirname(path), base)),
+                                  (*seen, path))
+
+
 def _load_config(args):
     if not osp.isfile(args.config):
         raise PreflightError(f'Config file not found: {args.config} '
                              f'(absolute: {osp.abspath(args.config)})')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
+    _check_syntax(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except SyntaxError as err:  # in a file _check_syntax could not reach
+        raise PreflightError(f'Config {args.config}: {err}') from None
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -190,6 +222,16 @@ def _fail(err):
     return 2
 
 
+def _run(runner, step):
+    """``runner.train()`` / ``runner.test()``; a checkpoint the Runner loads on the way and
+    cannot use (refused, damaged, not downloadable) ends in one message and exit code 2."""
+    try:
+        getattr(runner, step)()
+    except CHECKPOINT_ERRORS as err:
+        return _fail(err)
+    return 0
+
+
 def train_main(argv=None):
     """tools/train.py: returns the process exit code."""
     from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -206,11 +248,11 @@ def train_main(argv=None):
             check_checkpoint(cfg.load_from,
                              'checkpoint to resume from' if cfg.get('resume')
                              else 'checkpoint to load (load_from)')
+        check_work_dir(cfg.work_dir)
         runner = build_runner(cfg)
     except PreflightError as err:
         return _fail(err)
-    runner.train()
-    return 0
+    return _run(runner, 'train')
 
 
 def test_main(argv=None):
@@ -220,11 +262,11 @@ def test_main(argv=None):
         cfg = load_test_config(args)
         check_datasets(cfg, ('test',))
         check_checkpoint(cfg.load_from, 'checkpoint to test')
+        check_work_dir(cfg.work_dir)
         runner = build_runner(cfg)
     except PreflightError as err:
         return _fail(err)
     if args.out is not None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
-    return 0
+    return _run(runner, 'test')

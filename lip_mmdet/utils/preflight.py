@@ -5,14 +5,23 @@ looked for, how to put the missing thing in place, and how to try the project wi
 tools print that message and exit non-zero instead of letting a traceback from deep inside a
 dataset or checkpoint loader reach the user.
 """
+import os
 import os.path as osp
+import urllib.error
+import urllib.request
 
 import torch
 
+from .checkpoint import (CHECKPOINT_ERRORS, CheckpointUnavailableError, hub_cache_file,
+                         load_checkpoint_file, resolve_checkpoint_url)
+
 __all__ = [
     'PreflightError', 'check_amp', 'check_checkpoint', 'check_datasets',
-    'check_pretrained_weights', 'dataset_paths', 'leaf_datasets'
+    'check_pretrained_weights', 'check_work_dir', 'dataset_paths', 'leaf_datasets'
 ]
+
+# Seconds to wait for the server of a checkpoint that is not in the torch hub cache.
+DOWNLOAD_PROBE_TIMEOUT = 10
 
 COCO_LAYOUT = """\
 The COCO configs expect COCO 2017 under data/coco/, relative to the directory you run from:
@@ -114,19 +123,82 @@ def check_datasets(cfg, splits):
                              COCO_LAYOUT + '\n\n' + DEMO_HINT)
 
 
+def _download_problem(url):
+    """Why ``url`` cannot be downloaded now, or None when its server answers."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method='HEAD'),
+                                    timeout=DOWNLOAD_PROBE_TIMEOUT):
+            return None
+    except urllib.error.HTTPError as error:
+        # some servers refuse HEAD; only "no such file" settles it
+        return f'HTTP {error.code} {error.reason}' if error.code in (404, 410) else None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return str(getattr(error, 'reason', error))
+
+
+def _usable(path, role, name=None):
+    """Raise :class:`PreflightError` unless the local file ``path`` loads (allow-list, not
+    damaged); tensors are memory-mapped, not read. ``name``: how the message names it."""
+    try:
+        load_checkpoint_file(path, map_location='cpu', mmap=True, name=name)
+    except CHECKPOINT_ERRORS as err:
+        raise PreflightError(f'{role.capitalize()}: {err}') from None
+
+
+def _check_remote(path, role):
+    try:
+        target = resolve_checkpoint_url(path)
+    except CheckpointUnavailableError as err:
+        raise PreflightError(f'{role.capitalize()}: {err}') from None
+    if not target.startswith(('http://', 'https://')):
+        if target != path:  # an open-mmlab:// entry naming a file in the mmengine home
+            check_checkpoint(target, role)
+        return  # pavi://, s3://: only their own clients can tell
+    cached = hub_cache_file(target)
+    if osp.isfile(cached):
+        return _usable(cached, role, name=f'{path} (cached at {cached})')
+    problem = _download_problem(target)
+    if problem is not None:
+        via = '' if target == path else f' ({target})'
+        raise PreflightError(
+            f'{role.capitalize()} {path}{via} is not in the torch hub cache and cannot be '
+            f'downloaded now ({problem}).\nDownload {target}\nwhere there is network access '
+            f'and put it at\n  {cached}\n(the torch hub cache; TORCH_HOME moves it), or save '
+            'it anywhere and give that local path instead.')
+
+
 def check_checkpoint(path, role):
-    """Raise :class:`PreflightError` unless the local checkpoint ``path`` is a file.
+    """Raise :class:`PreflightError` unless the checkpoint ``path`` can be had and loaded.
+
+    A local file must exist and load with the allow-list (tensors are memory-mapped, not
+    read). A URL or ``torchvision://`` / ``open-mmlab://`` / ``mmcls://`` name must resolve and
+    be in the torch hub cache (then it is checked like a local file) or downloadable now.
+    ``pavi://`` and ``s3://`` paths are left to their clients.
 
     Args:
-        path (str): checkpoint path; URLs and ``prefix://`` paths are not checked.
+        path (str): checkpoint path or URL.
         role (str): what the file is for, used in the message (e.g. 'checkpoint to test').
     """
-    if _is_remote(path) or osp.isfile(path):
-        return
+    if _is_remote(path):
+        return _check_remote(path, role)
+    if osp.isfile(path) or osp.isdir(path):
+        return _usable(path, role)
     recipe = CHECKPOINT_RECIPES.get(osp.basename(path))
     how = recipe or 'See docs/detection.md for how each checkpoint is made.'
     raise PreflightError(f'{role.capitalize()} not found: {path} (absolute: '
                          f'{osp.abspath(path)}).\n{how}\n\n{DEMO_HINT}')
+
+
+def check_work_dir(work_dir):
+    """Create ``work_dir`` (as the Runner would) or raise :class:`PreflightError` saying why."""
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+    except OSError as err:
+        raise PreflightError(f'Cannot create the work dir {work_dir}: {err.strerror or err}. '
+                             'Choose another with --work-dir.') from None
+    if not os.access(work_dir, os.W_OK | os.X_OK):
+        raise PreflightError(f'The work dir {work_dir} is not writable. Choose another with '
+                             '--work-dir.')
 
 
 def _pretrained_checkpoints(init_cfg):

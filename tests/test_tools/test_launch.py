@@ -156,11 +156,14 @@ def test_pretrained_check_says_how_to_make_the_file(config, expected, tmp_path, 
     assert expected in message
     assert 'model.backbone.init_cfg=None' in message and 'make demo' in message
     (tmp_path / 'checkpoints').mkdir()
-    (tmp_path / cfg.model.backbone.init_cfg.checkpoint).write_bytes(b'')
+    torch.save({'state_dict': {}}, tmp_path / cfg.model.backbone.init_cfg.checkpoint)
     check_pretrained_weights(cfg.model)
 
 
-def test_checkpoint_check(tmp_path):
+def test_checkpoint_check(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # a cached download needs no network
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save({}, tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth')
     check_checkpoint('torchvision://resnet50', 'pretrained backbone checkpoint')
     with pytest.raises(PreflightError, match=r'Checkpoint to test not found: .*mine\.pth'):
         check_checkpoint(str(tmp_path / 'mine.pth'), 'checkpoint to test')
