@@ -13,6 +13,7 @@ import torch
 from checkpoint_payloads import go_offline, payload_runs, save_payload
 from mmdet.models.backbones import ResNet
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+from test_checkpoint import _runner
 
 from lip_mmdet.models.backbones import LIPResNet
 from lip_mmdet.utils import CheckpointUnavailableError, UnsafeCheckpointError
@@ -139,4 +140,15 @@ def test_init_cfg_pretrained_url_is_refused(backbone, offline_homes, tmp_path):
     model = backbone(dict(type='Pretrained', checkpoint='torchvision://resnet18'))
     with pytest.raises(UnsafeCheckpointError):
         model.init_weights()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('resume', [False, True], ids=['load_from', 'resume'])
+def test_runner_load_from_url_is_refused(resume, offline_homes, tmp_path):
+    marker = tmp_path / 'marker'
+    url = 'https://example.invalid/work_dirs/epoch_12-0a1b2c3d.pth'
+    save_payload(offline_homes['hub'] / 'epoch_12-0a1b2c3d.pth', marker)
+    runner = _runner(tmp_path / 'run', max_epochs=1, load_from=url, resume=resume)
+    with pytest.raises(UnsafeCheckpointError, match='epoch_12-0a1b2c3d.pth'):
+        runner.train()
     assert not marker.exists()
