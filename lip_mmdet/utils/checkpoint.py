@@ -210,10 +210,12 @@ def _why_unreadable(error, head):
         return 'it ends early (truncated)'
     if 'zip archive' in text or isinstance(error, zipfile.BadZipFile):
         return 'it is a damaged or truncated zip archive (' + text.split('.')[0] + ')'
+    if 'inline_container' in text or 'PytorchStreamReader' in text:
+        return 'it is a zip archive, but not one torch.save wrote (' + \
+            text.rsplit('] ', 1)[-1].strip(' .') + ')'
     if isinstance(error, pickle.UnpicklingError):
         return 'its pickled data is damaged'
-    return (f'it is neither a torch.save zip archive nor a legacy torch pickle '
-            f'(it starts with {head!r})')
+    return f'it could not be read ({type(error).__name__}: {text})'
 
 
 def _is_read_failure(error):
@@ -221,7 +223,8 @@ def _is_read_failure(error):
         # map_location / device errors are about a readable file; keep their own message.
         text = str(error)
         return any(s in text for s in ('zip archive', 'unexpected EOF', 'corrupted',
-                                       'magic number'))
+                                       'magic number', 'inline_container',
+                                       'PytorchStreamReader'))
     return isinstance(error, (EOFError, KeyError, UnicodeDecodeError, ValueError,
                               IndexError, TypeError, AttributeError, OverflowError,
                               zipfile.BadZipFile, pickle.UnpicklingError))

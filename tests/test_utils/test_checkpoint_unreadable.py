@@ -1,4 +1,7 @@
 """A file that is not a checkpoint is reported as such: one message naming it and saying why."""
+import io
+import zipfile
+
 import pytest
 import torch
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -40,6 +43,13 @@ def _empty(tmp_path):
     return b''
 
 
+def _other_zip(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as archive:
+        archive.writestr('notes.txt', 'hello')
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize('make, why', [
     (_text, 'neither a torch.save zip archive nor a legacy torch pickle'),
     (_binary_noise, 'neither a torch.save zip archive nor a legacy torch pickle'),
@@ -47,7 +57,9 @@ def _empty(tmp_path):
     (_corrupt_zip, 'damaged'),
     (_truncated_legacy, 'truncated'),
     (_empty, 'the file is empty'),
-], ids=['text', 'binary_noise', 'truncated_zip', 'corrupt_zip', 'truncated_legacy', 'empty'])
+    (_other_zip, 'a zip archive, but not one torch.save wrote'),
+], ids=['text', 'binary_noise', 'truncated_zip', 'corrupt_zip', 'truncated_legacy', 'empty',
+        'other_zip'])
 def test_not_a_checkpoint_is_one_clear_message(tmp_path, make, why):
     path = tmp_path / 'not_a_checkpoint.pth'
     path.write_bytes(make(tmp_path))
