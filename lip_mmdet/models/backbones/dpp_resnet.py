@@ -94,7 +94,6 @@ class DPPResNet(PooledResNet):
         self.dpp_cfg = dict(dpp_cfg)
         self.dpp_placement = dpp_placement
         self.dpp_stem = dpp_stem
-        self.pool_layer_types = tuple(getattr(pool_layers, t) for t in DPP_TYPES)
         super().__init__(depth, **kwargs)
 
     def make_stem_pool(self, channels: int) -> nn.Module:

@@ -98,7 +98,6 @@ class LIPResNet(PooledResNet):
                        'lip2mmdet.py lip_resnet-50.pth PATH`, point it at a torchvision-layout '
                        'ResNet checkpoint of the same depth, or set model.backbone.init_cfg=None '
                        'to train from scratch.')
-    pool_layer_types = (SimplifiedLIP, BottleneckShared, BottleneckLIP)
 
     def __init__(self, depth: int, lip_norm_cfg=dict(type='IN', affine=True),
                  lip_width: Optional[int] = None, stem_lip: Optional[str] = None, **kwargs):

@@ -6,7 +6,7 @@ Everything else (stem convs, stride-1 blocks, options) is mmdet's ``ResNet`` unc
 stock ResNet checkpoint fits all parameters that are not new.
 """
 import copy
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
@@ -189,15 +189,13 @@ class PooledResNet(ResNet):
       everything as from scratch, then loads what fits from a stock / torchvision / official
       LIP ResNet checkpoint (:func:`fit_pretrained`): the new pooling parameters keep
       their initialisation, a wrong depth or shape raises, and the log lists new and unused
-      keys. ``init_weights`` re-applies each pooling layer's own ``init_weights`` after
-      mmdet's Kaiming pass, which would otherwise overwrite them.
+      keys. mmengine's ``init_weights`` runs mmdet's Kaiming pass first, then every child's
+      own ``init_weights``, so each pooling layer ends with its reference initialisation.
     """
     # Children of this module that a stock ResNet lacks (see ``new_parameter_keys``).
     new_submodules = ('maxpool', )
     # Appended to the FileNotFoundError of a missing local checkpoint.
     pretrained_hint = ''
-    # Layer classes whose ``init_weights`` restores their reference initialisation.
-    pool_layer_types: tuple = ()
 
     def __init__(self, depth: int, init_cfg=None, pretrained: Optional[str] = None, **kwargs):
         self.pretrained_cfg, init_cfg = _split_pretrained(init_cfg, pretrained)
@@ -238,9 +236,6 @@ class PooledResNet(ResNet):
             for param in self.maxpool.parameters():
                 param.requires_grad = False
 
-    def pool_layers(self) -> Sequence[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, self.pool_layer_types)]
-
     def init_weights(self):
         if self.is_init:
             super().init_weights()  # mmengine warns about the repeated call and does nothing
@@ -252,8 +247,5 @@ class PooledResNet(ResNet):
                                     prefix=self.pretrained_cfg.get('prefix'),
                                     map_location=self.pretrained_cfg.get('map_location', 'cpu'))
         super().init_weights()
-        for layer in self.pool_layers():
-            if hasattr(layer, 'init_weights') and not getattr(layer, 'is_init', False):
-                layer.init_weights()
         if fitted is not None:
             apply_pretrained(self, fitted, self.pretrained_cfg['checkpoint'])

@@ -120,14 +120,25 @@ def test_zero_init_residual_covers_the_dpp_blocks(depth, last_norm, placement):
         assert torch.all(getattr(block, last_norm).weight == 0), type(block)
 
 
-def test_init_weights_keeps_the_dpp_initialisation():
+@pytest.mark.parametrize('placement', ['replace_stride', 'after_add'])
+def test_init_weights_restores_every_dpp_initialisation(placement):
+    """init_weights reaches every DPP (stem, both branches, after the add) and puts back
+    alpha = lambda = 1 and Full-DPP's box-filter guide, whatever the parameters held."""
     torch.manual_seed(0)
-    model = DPPResNet(depth=18, dpp_cfg=dict(type='FullDPP', reward='sym'))
-    before = {n: p.clone() for n, p in model.named_parameters() if 'pool' in n}
+    model = DPPResNet(depth=50, dpp_cfg=dict(type='FullDPP', reward='sym'),
+                      dpp_placement=placement, out_indices=(1, ), **TWO_STAGES)
+    dpp_layers = [m for m in model.modules() if isinstance(m, FullDPP)]
+    assert len(dpp_layers) == (2 if placement == 'after_add' else 3)  # stem, layer2 (x2)
+    initial = {(i, n): p.clone() for i, layer in enumerate(dpp_layers)
+               for n, p in layer.named_parameters()}
+    with torch.no_grad():
+        for layer in dpp_layers:
+            for param in layer.parameters():
+                param.normal_()
     model.init_weights()
-    after = dict(model.named_parameters())
-    for name, value in before.items():
-        torch.testing.assert_close(after[name], value, msg=name)
+    for (i, name), value in initial.items():
+        torch.testing.assert_close(dict(dpp_layers[i].named_parameters())[name], value,
+                                   msg=f'{i}.{name}')
 
 
 def test_builds_from_registry():
