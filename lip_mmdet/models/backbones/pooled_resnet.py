@@ -13,7 +13,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule, Sequential
-from torch import nn
+from torch import Tensor, nn
 
 from .pretrained import apply_pretrained, fit_pretrained
 
@@ -36,14 +36,24 @@ def projection_shortcut(conv_cfg, norm_cfg, in_channels: int, out_channels: int)
 
 
 class PooledShortcut(BaseModule):
-    """Shortcut that pools, then projects: ``bn(conv(pool(x, *pool_args)))``.
+    """Shortcut that pools, then projects: ``bn(conv(pool(x)))``, or
+    ``bn(conv(pool(x, trunk)))`` for a LIP that takes its logits from a shared trunk.
 
-    The pooling child is registered as ``pool_name`` (``lip`` gives the official LIP keys
-    ``downsample.{lip,conv,bn}``). (N, Cin, H, W) -> (N, Cout, H', W') with H', W' set by the pool.
+    Args:
+        pool (nn.Module): the pooling layer.
+        in_channels (int): Cin.
+        out_channels (int): Cout.
+        conv_cfg (dict, optional): mmcv conv config of the 1x1 projection.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        pool_name (str): name of the pooling child (``lip`` gives the official LIP keys
+            ``downsample.{lip,conv,bn}``). Default: ``'pool'``.
+
+    Shapes: (N, Cin, H, W) -> (N, Cout, H', W') with H', W' set by the pool.
     """
 
-    def __init__(self, pool: nn.Module, in_channels: int, out_channels: int, conv_cfg=None,
-                 norm_cfg=dict(type='BN'), pool_name: str = 'pool'):
+    def __init__(self, pool: nn.Module, in_channels: int, out_channels: int,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 pool_name: str = 'pool'):
         super().__init__()
         self.pool_name = pool_name
         self.new_submodules = (pool_name, )
@@ -52,17 +62,27 @@ class PooledShortcut(BaseModule):
                                      bias=False)
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
 
-    def forward(self, x, *pool_args):
-        return self.bn(self.conv(getattr(self, self.pool_name)(x, *pool_args)))
+    def forward(self, x: Tensor, trunk: Optional[Tensor] = None) -> Tensor:
+        pool = getattr(self, self.pool_name)
+        return self.bn(self.conv(pool(x) if trunk is None else pool(x, trunk)))
 
 
 class PooledBottleneck(Bottleneck):
     """Stride-2 Bottleneck whose downsampling is a pooling in front of conv2 (at stride 1).
 
     conv1 -> norm1 -> relu -> [pooled conv2] -> norm2 -> relu -> conv3 -> norm3, plus the
-    shortcut ``downsample(x, *guide)``. Subclasses implement :meth:`pool_guide` (what both
-    poolings need from the block input, as a tuple) and :meth:`pooled_conv2`.
-    mmdet's plugins run at their usual positions. (N, Cin, H, W) -> (N, 4 * planes, H', W').
+    shortcut ``downsample(x, trunk)``. Subclasses implement :meth:`pooled_conv2` and, when
+    both poolings take their weights from one shared computation on the block input (LIP's
+    logit trunk), :meth:`shared_logit_trunk`. mmdet's plugins run at their usual positions.
+
+    Args:
+        inplanes (int): channels of the block input.
+        planes (int): bottleneck width; the output has ``4 * planes`` channels.
+        stride (int): must be 2.
+        downsample: ignored (the subclass builds a pooled shortcut).
+        **kwargs: mmdet ``Bottleneck`` arguments.
+
+    Shapes: (N, inplanes, H, W) -> (N, 4 * planes, H', W').
     """
 
     def __init__(self, inplanes: int, planes: int, stride: int = 2, downsample=None, **kwargs):
@@ -72,26 +92,29 @@ class PooledBottleneck(Bottleneck):
         super().__init__(inplanes, planes, stride=1, **kwargs)
         self.stride = stride
 
-    def pool_guide(self, x) -> tuple:
-        return ()
+    def shared_logit_trunk(self, x: Tensor) -> Optional[Tensor]:
+        """Logit trunk both LIPs of the block share, computed once from the block input;
+        None for poolings that need nothing beyond their own input (DPP)."""
+        return None
 
-    def pooled_conv2(self, out, guide: tuple):
+    def pooled_conv2(self, out: Tensor, trunk: Optional[Tensor]) -> Tensor:
+        """Downsamples conv1's activations and applies the 3x3 (or replacing) conv."""
         raise NotImplementedError
 
     def forward(self, x):
 
         def _inner_forward(x):
-            guide = self.pool_guide(x)
+            trunk = self.shared_logit_trunk(x)
             out = self.relu(self.norm1(self.conv1(x)))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv1_plugin_names)
-            out = self.relu(self.norm2(self.pooled_conv2(out, guide)))
+            out = self.relu(self.norm2(self.pooled_conv2(out, trunk)))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv2_plugin_names)
             out = self.norm3(self.conv3(out))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv3_plugin_names)
-            return out + self.downsample(x, *guide)
+            return out + self.downsample(x, trunk)
 
         return self.relu(_run(self, _inner_forward, x))
 

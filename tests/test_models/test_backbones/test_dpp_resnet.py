@@ -1,26 +1,38 @@
+import math
+
 import pytest
 import torch
-from backbone_test_utils import (TWO_STAGES, assert_same_outputs_and_grads, frozen_state,
-                                 output_shapes)
+import torch.nn.functional as F
 from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 from torch import nn
 
 import lip_mmdet  # noqa: F401
-from lip_mmdet.models.backbones import (DPPBottleneck, DPPResNet, PooledBasicBlock,
-                                        PostPooledBasicBlock, PostPooledBottleneck)
+from lip_mmdet.models.backbones import (
+    DPPBottleneck,
+    DPPResNet,
+    PooledBasicBlock,
+    PostPooledBasicBlock,
+    PostPooledBottleneck,
+)
 from lip_mmdet.models.backbones.complexity import count_params
-from lip_mmdet.models.layers import FullDPP, LiteDPP, S3DPP
+from lip_mmdet.models.layers import S3DPP, FullDPP, LiteDPP
 
+from backbone_test_utils import (
+    TWO_STAGES,
+    assert_same_outputs_and_grads,
+    frozen_state,
+    output_shapes,
+)
 
 
 def expected_sizes(height, width, floor_stages):
     """Stage output sizes: stem conv and pool halve with ceil; stages 2-4 floor (2x2 windows)
     or ceil (3x3/s2/p1 windows, S3DPP) like a strided conv."""
-    sizes = [(-(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2))]
+    sizes = [(math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2))]
     for _ in range(3):
         h, w = sizes[-1]
-        sizes.append((h // 2, w // 2) if floor_stages else (-(-h // 2), -(-w // 2)))
+        sizes.append((h // 2, w // 2) if floor_stages else (math.ceil(h / 2), math.ceil(w / 2)))
     return sizes
 VARIANTS = [
     dict(type='LiteDPP', reward='asym'),
@@ -139,6 +151,23 @@ def test_init_weights_restores_every_dpp_initialisation(placement):
     for (i, name), value in initial.items():
         torch.testing.assert_close(dict(dpp_layers[i].named_parameters())[name], value,
                                    msg=f'{i}.{name}')
+
+
+@MODELS.register_module(name='SignedMaxDPPForTest', force=True)
+class SignedMaxDPPForTest(LiteDPP):
+    """A user-side DPP variant, registered in mmdet's MODELS: max-pooled guide."""
+
+    def guide(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+def test_user_registered_dpp_variant_builds():
+    model = DPPResNet(depth=50, dpp_cfg=dict(type='SignedMaxDPPForTest', reward='sym'),
+                      out_indices=(1, ), **TWO_STAGES)
+    pools = [m for m in model.modules() if isinstance(m, LiteDPP)]
+    assert len(pools) == 3 and all(type(m) is SignedMaxDPPForTest for m in pools)
+    assert model.maxpool.kernel_size == 3 and model.layer2[0].pool.kernel_size == 2
+    assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 512, 8, 8)
 
 
 def test_builds_from_registry():
