@@ -24,8 +24,9 @@ def _resize_index(pipeline):
 def tiny_options(cfg, tiny, scale=128, num_train=2, batch_size=2, epochs=1):
     """``--cfg-options`` (dotted key -> value) that train ``cfg`` on the tiny dataset.
 
-    ``epochs`` (None: keep the config's train_cfg) of ``num_train`` images at ``scale`` x ``scale``, all 4 val images, random
-    initialisation, no data-loading workers, no score threshold at test time.
+    ``epochs`` (None: keep the config's train_cfg) of ``num_train`` images at ``scale`` x
+    ``scale``, all 4 val images, random initialisation, no data-loading workers, no score
+    threshold at test time.
     """
     opts = {}
     splits = (('train', tiny['train_ann'], tiny['train_img_prefix']),
