@@ -29,7 +29,17 @@ def _run(block, inner, x):
 
 
 def projection_shortcut(conv_cfg, norm_cfg, in_channels: int, out_channels: int) -> nn.Sequential:
-    """1x1 conv (stride 1) + norm; keys ``0.*`` / ``1.*`` as in a stock ResNet shortcut."""
+    """1x1 conv (stride 1) + norm; keys ``0.*`` / ``1.*`` as in a stock ResNet shortcut.
+
+    Args:
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config.
+        in_channels (int): Cin.
+        out_channels (int): Cout.
+
+    Returns:
+        nn.Sequential: (N, Cin, H, W) -> (N, Cout, H, W).
+    """
     return nn.Sequential(
         build_conv_layer(conv_cfg, in_channels, out_channels, kernel_size=1, bias=False),
         build_norm_layer(norm_cfg, out_channels)[1])
@@ -124,7 +134,19 @@ class PooledBasicBlock(BasicBlock):
 
     ``p = pool(x)``; ``out = relu(norm2(conv2(relu(norm1(conv1(p))))) + downsample(p))`` with
     conv1 a 3x3 stride-1 conv (the FLOPs of the strided conv it replaces) and ``downsample``
-    a 1x1 conv + norm (stock keys ``downsample.0/1``). (N, Cin, H, W) -> (N, planes, H', W').
+    a 1x1 conv + norm (stock keys ``downsample.0/1``).
+
+    Args:
+        inplanes (int): Cin, channels of the block input.
+        planes (int): output channels.
+        pool (nn.Module): the stride-2 pooling, (N, Cin, H, W) -> (N, Cin, H', W').
+        stride (int): must be 2.
+        downsample: ignored (the block builds its own shortcut).
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        **kwargs: mmdet ``BasicBlock`` arguments.
+
+    Shapes: (N, Cin, H, W) -> (N, planes, H', W').
     """
     new_submodules = ('pool', )
 
@@ -150,7 +172,20 @@ class PooledBasicBlock(BasicBlock):
 
 
 class _PoolAfterBlock:
-    """Runs the whole block at stride 1, then pools its output (the DPP paper's placement)."""
+    """Runs the whole block at stride 1, then pools its output (the DPP paper's placement).
+
+    Args:
+        inplanes (int): Cin, channels of the block input.
+        planes (int): block width; the output has ``planes * expansion`` channels.
+        pool (nn.Module): the stride-2 pooling of the block output.
+        stride (int): must be 2.
+        downsample: ignored (a 1x1 projection is built when the channels change).
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        **kwargs: arguments of the mmdet block.
+
+    Shapes: (N, Cin, H, W) -> (N, planes * expansion, H', W').
+    """
     new_submodules = ('pool', )
 
     def __init__(self, inplanes: int, planes: int, pool: nn.Module, stride: int = 2,
@@ -213,7 +248,17 @@ class PooledResNet(ResNet):
       LIP ResNet checkpoint (:func:`fit_pretrained`): the new pooling parameters keep
       their initialisation, a wrong depth or shape raises, and the log lists new and unused
       keys. mmengine's ``init_weights`` runs mmdet's Kaiming pass first, then every child's
-      own ``init_weights``, so each pooling layer ends with its reference initialisation.
+      own ``init_weights``, so each pooling layer ends with its own initialisation.
+
+    Args:
+        depth (int): 18, 34, 50, 101 or 152.
+        init_cfg (dict | list[dict], optional): mmengine init config; a ``Pretrained``
+            entry is handled as above.
+        pretrained (str, optional): checkpoint path, the same as a ``Pretrained``
+            ``init_cfg`` (mmdet's deprecated spelling).
+        **kwargs: mmdet ``ResNet`` arguments.
+
+    Shapes: (N, 3, H, W) -> the stages in ``out_indices``, as mmdet's ``ResNet``.
     """
     # Children of this module that a stock ResNet lacks (see ``new_parameter_keys``).
     new_submodules = ('maxpool', )
