@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end, in subprocesses, on the
 tiny generated dataset: multi-process training, resume after SIGKILL, COCO evaluation of a
-saved checkpoint, clear failures, and our configs under MMDetection's own train.py."""
+saved checkpoint, and our configs under MMDetection's own train.py; the tools' clear
+failures through their main functions, in-process."""
 import json
 import os
 import pickle
@@ -16,8 +17,19 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tiny_run import (REPO, SMALL_RETINANET, TOOLS, free_port, run_tool, tiny_options, to_cli,
-                      tool_env, write_config)
+from lip_mmdet.utils import launch
+
+from tiny_run import (
+    REPO,
+    SMALL_RETINANET,
+    TOOLS,
+    free_port,
+    run_tool,
+    tiny_options,
+    to_cli,
+    tool_env,
+    write_config,
+)
 
 RETINA_LIP_R50 = REPO / 'configs' / 'retinanet_lip_r50.py'
 FASTER_LIP_R50 = REPO / 'configs' / 'faster_rcnn_lip_r50.py'
@@ -177,23 +189,27 @@ def test_distributed_training_keeps_ranks_in_sync(tiny_coco, tmp_path):
     assert all(torch.equal(state[k], rank0[k]) for k in rank0)
 
 
-def test_missing_dataset_fails_with_a_clear_message(tmp_path):
-    proc = run_tool([TOOLS / 'train.py', FASTER_LIP_R50], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert 'Traceback' not in proc.stderr
-    assert 'Dataset not found' in proc.stderr
-    assert str(tmp_path / 'data/coco/annotations/instances_train2017.json') in proc.stderr
-    assert 'make demo' in proc.stderr
+def test_missing_dataset_fails_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    """train.py's main (the tool is ``sys.exit(train_main())``): code 2, one message."""
+    monkeypatch.chdir(tmp_path)
+    assert launch.train_main([str(FASTER_LIP_R50)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    assert 'Dataset not found' in err
+    assert str(tmp_path / 'data/coco/annotations/instances_train2017.json') in err
+    assert 'make demo' in err
 
 
-def test_missing_checkpoint_fails_with_a_clear_message(tiny_coco, tmp_path):
+def test_missing_checkpoint_fails_with_a_clear_message(tiny_coco, tmp_path, monkeypatch,
+                                                        capsys):
+    monkeypatch.chdir(tmp_path)
     options = to_cli(tiny_options(Config.fromfile(str(FASTER_LIP_R50)), tiny_coco))
-    proc = run_tool([TOOLS / 'test.py', FASTER_LIP_R50, 'work_dirs/nothing/epoch_12.pth',
-                     '--cfg-options', *options], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert 'Traceback' not in proc.stderr
-    assert 'Checkpoint to test not found: work_dirs/nothing/epoch_12.pth' in proc.stderr
-    assert str(tmp_path / 'work_dirs/nothing/epoch_12.pth') in proc.stderr
+    assert launch.test_main([str(FASTER_LIP_R50), 'work_dirs/nothing/epoch_12.pth',
+                             '--cfg-options', *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    assert 'Checkpoint to test not found: work_dirs/nothing/epoch_12.pth' in err
+    assert str(tmp_path / 'work_dirs/nothing/epoch_12.pth') in err
 
 
 def test_configs_run_with_mmdetections_own_train_script(tiny_coco, tmp_path):
