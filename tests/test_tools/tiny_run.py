@@ -94,10 +94,12 @@ def free_port():
 
 
 def tool_env():
-    """Environment of a tool subprocess: probe_hooks importable, and one intra-op thread,
-    which on a shared 2-core machine is several times faster than two and keeps runs
-    bitwise repeatable."""
-    env = dict(os.environ, PYTHONPATH=str(HERE), OMP_NUM_THREADS='1')
+    """Environment of a tool subprocess: probe_hooks and this checkout's lip_mmdet importable
+    (also under a script that does not put the checkout on sys.path, such as mmdet's own
+    train.py), and one intra-op thread, which on a shared 2-core machine is several times
+    faster than two and keeps runs bitwise repeatable."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
+               OMP_NUM_THREADS='1')
     env.pop('LOCAL_RANK', None)
     return env
 
