@@ -1,4 +1,4 @@
-.PHONY: setup test demo
+.PHONY: setup test demo lint
 
 VENV_PY := .venv/bin/python
 
@@ -6,8 +6,14 @@ VENV_PY := .venv/bin/python
 setup:
 	@bash tools/setup_env.sh
 
+# Lint first (seconds), then the tests; CI runs this target.
 test: setup
+	@$(VENV_PY) -m ruff check .
 	@$(VENV_PY) -m pytest tests
+
+# ruff (flake8 + isort rules, configured in pyproject.toml); `ruff check --fix .` fixes most.
+lint: setup
+	@$(VENV_PY) -m ruff check .
 
 # The main job on the embedded default: generate the small-object data, train LIP-ResNet-18
 # Faster R-CNN on CPU, evaluate (COCO + size-binned tables), plot AP by object size.

@@ -1,6 +1,6 @@
 # RetinaNet + FPN with a DPP-ResNet-50 backbone (Lite-DPP, asymmetric reward), COCO 2017,
 # 1x schedule. Baseline: mmdet::retinanet/retinanet_r50_fpn_1x_coco.py (box AP 36.5).
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/dpp_no_decay.py']
 custom_imports = dict(imports=['lip_mmdet'], allow_failed_imports=False)
 
 model = dict(
@@ -12,7 +12,4 @@ model = dict(
         #       https://download.pytorch.org/models/resnet50-0676ba61.pth
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/resnet50-0676ba61.pth')))
 
-# DPP's per-channel alpha and lambda are kept out of weight decay, as in the DPP paper's code.
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys=dict(
-        log_alpha=dict(decay_mult=0.), log_lambda=dict(decay_mult=0.))))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.dpp_no_decay))

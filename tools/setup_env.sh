@@ -55,8 +55,8 @@ fi
 torch_tag="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
-begin "installing numpy<2, mmengine, pycocotools, pytest"
-"${PIP[@]}" -q "numpy<2" "mmengine==0.10.7" "pycocotools>=2.0.8" pytest \
+begin "installing numpy<2, mmengine, pycocotools, pytest, ruff"
+"${PIP[@]}" -q "numpy<2" "mmengine==0.10.7" "pycocotools>=2.0.8" pytest "ruff==0.17.6" \
     addict packaging Pillow pyyaml yapf matplotlib tqdm
 
 wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-$py_tag-torch$torch_tag"

@@ -4,17 +4,18 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from mmdet.evaluation import CocoMetric
+from mmdet.registry import METRICS
 from mmengine.logging import MMLogger
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from lip_mmdet.evaluation import (DEFAULT_SIZE_BINS, SizeAwareCocoMetric,
-                                  evaluate_size_bins)
-from lip_mmdet.evaluation.metrics.size_aware_coco_metric import (_runner_work_dir,
-                                                                 evaluators_agree,
-                                                                 resolve_coco_backend)
-from mmdet.evaluation import CocoMetric
-from mmdet.registry import METRICS
+from lip_mmdet.evaluation import DEFAULT_SIZE_BINS, SizeAwareCocoMetric, evaluate_size_bins
+from lip_mmdet.evaluation.metrics.size_aware_coco_metric import (
+    _runner_work_dir,
+    evaluators_agree,
+    resolve_coco_backend,
+)
 
 CLASSES = ('cat_a', 'cat_b')
 # (image id, category id, x, y, w, h): sides 8/12 (tiny), 20/28 (small 16-32),
@@ -27,9 +28,9 @@ OBJECTS = [
 ]
 
 
-def _write_gt(path, objects, image_ids=(1, 2, 3)):
+def _write_gt(path, objects, image_ids=(1, 2, 3), size=256):
     coco = dict(
-        images=[dict(id=i, width=256, height=256, file_name=f'{i}.jpg') for i in image_ids],
+        images=[dict(id=i, width=size, height=size, file_name=f'{i}.jpg') for i in image_ids],
         annotations=[dict(id=k + 1, image_id=img, category_id=cat, bbox=[x, y, w, h],
                           area=w * h, iscrowd=0)
                      for k, (img, cat, x, y, w, h) in enumerate(objects)],
@@ -148,6 +149,79 @@ def test_same_numbers_as_coco_metric_and_pycocotools(tmp_path):
     assert everything['bins']['all']['AP50'] == pytest.approx(reference.stats[1], abs=1e-12)
     assert everything['bins']['all']['AP75'] == pytest.approx(reference.stats[2], abs=1e-12)
     assert everything['bins']['all']['num_gt'] == len(OBJECTS)
+
+
+def _crowded_case(per_class_false_positives=110, seed=0):
+    """Ground truth in all COCO size ranges and more than 100 detections per image and class:
+    confident false positives outrank half of the true positives, so those are found only
+    when more than 100 detections per image count (AR@100 < AR@1000 in every range).
+
+    Returns (objects for :func:`_write_gt`, detections (image, category, x, y, w, h, score))
+    on 640x640 images.
+    """
+    rng = np.random.default_rng(seed)
+    objects, detections = [], []
+    sides = (8, 12, 20, 28, 50, 70, 120, 140)  # 4 small (< 32), 2 medium, 2 large
+    for image_id in (1, 2, 3):
+        for k, side in enumerate(sides):
+            category = 1 + k % 2
+            x, y = 10 + 40 * (k % 4), 10 + 160 * (k // 4)  # left part, no overlaps
+            objects.append((image_id, category, x, y, side, side))
+            # per range and class, some images score it above all false positives, some below
+            score = 0.95 if (k // 2 + image_id) % 2 == 0 else 0.05
+            detections.append((image_id, category, x, y, side, side, score))
+        for category in (1, 2):
+            for _ in range(per_class_false_positives):
+                side = float(np.exp(rng.uniform(np.log(6), np.log(150))))
+                detections.append((image_id, category, float(rng.uniform(420, 640 - side)),
+                                   float(rng.uniform(0, 640 - side)), side, side,
+                                   float(rng.uniform(0.2, 0.8))))
+    return objects, detections
+
+
+def _pycocotools_stats(ann, detections, max_dets):
+    gt = COCO(ann)
+    predictions = [dict(image_id=d[0], category_id=d[1], bbox=list(d[2:6]), score=d[6])
+                   for d in detections]
+    reference = COCOeval(gt, gt.loadRes(predictions), 'bbox')
+    reference.params.maxDets = list(max_dets)
+    reference.evaluate()
+    reference.accumulate()
+    reference.summarize()
+    return gt, predictions, reference.stats
+
+
+@pytest.mark.parametrize('max_dets', [(1, 10, 100), (100, 300, 1000)])
+def test_bins_count_the_largest_max_dets_with_crowded_images(tmp_path, max_dets):
+    objects, detections = _crowded_case()
+    ann = _write_gt(tmp_path / 'gt.json', objects, size=640)
+    gt, predictions, stats = _pycocotools_stats(ann, detections, max_dets)
+    _, _, stats_at_100 = _pycocotools_stats(ann, detections, (1, 10, 100))
+    _, _, stats_at_1000 = _pycocotools_stats(ann, detections, (100, 300, 1000))
+    for index in (3, 4, 5):  # AP of small, medium, large: the cut changes it
+        assert stats_at_1000[index] != pytest.approx(stats_at_100[index], abs=1e-6), index
+    for index in (9, 10, 11):  # AR of small, medium, large: the cut loses a third or more
+        assert stats_at_1000[index] - stats_at_100[index] > 0.3, index
+    coco_ranges = dict(s=(0, 32**2), m=(32**2, 96**2), l=(96**2, 1e5**2))
+    report = evaluate_size_bins(gt, predictions, coco_ranges, max_dets=max_dets,
+                                backend='pycocotools')
+    for size, ap_index, ar_index in (('s', 3, 9), ('m', 4, 10), ('l', 5, 11)):
+        assert report['bins'][size]['AP'] == pytest.approx(stats[ap_index], abs=1e-12), size
+        assert report['bins'][size]['AR'] == pytest.approx(stats[ar_index], abs=1e-12), size
+
+
+def test_metric_bins_use_its_proposal_nums_on_crowded_images(tmp_path):
+    objects, detections = _crowded_case()
+    ann = _write_gt(tmp_path / 'gt.json', objects, size=640)
+    coco_ranges = dict(s=(0, 32**2), m=(32**2, 96**2), l=(96**2, 1e5**2))
+    for proposal_nums in ((1, 10, 100), (100, 300, 1000)):
+        metric = SizeAwareCocoMetric(ann_file=ann, size_bins=coco_ranges,
+                                     proposal_nums=proposal_nums, out_dir=str(tmp_path))
+        results = _evaluate(metric, _samples(detections))
+        stats = _pycocotools_stats(ann, detections, proposal_nums)[2]
+        for size, ap_index, ar_index in (('s', 3, 9), ('m', 4, 10), ('l', 5, 11)):
+            assert results[f'coco/bbox_AR_{size}'] == round(stats[ar_index], 3), size
+            assert results[f'coco/bbox_mAP_{size}'] == round(stats[ap_index], 3), size
 
 
 def test_split_without_small_objects_reports_minus_one(tmp_path):

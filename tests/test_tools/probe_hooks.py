@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmdet.registry import HOOKS
 
 
 @HOOKS.register_module()

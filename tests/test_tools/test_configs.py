@@ -1,13 +1,19 @@
 """Every detection config under configs/ builds its model and pipelines, trains one
-iteration and runs one validation pass on the tiny generated COCO dataset (real Runner)."""
+iteration and runs one validation pass on the tiny generated COCO dataset (real Runner).
+A ResNet-101 config that is its ResNet-50 config with another depth and checkpoint is
+checked to be exactly that, and its backbone to build, instead of being trained again."""
 import math
 
 import pytest
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from tiny_run import CONFIGS, tiny_options
+
+DEPTH_TWINS = [path for path in CONFIGS if path.stem.endswith('_r101')]
+TRAINED = [path for path in CONFIGS if path not in DEPTH_TWINS]
 
 COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m',
              'bbox_mAP_l')
@@ -31,12 +37,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=lambda path: path.stem)
+@pytest.mark.parametrize('config', DEPTH_TWINS, ids=lambda path: path.stem)
+def test_r101_config_is_its_r50_config_at_depth_101(config):
+    deep = Config.fromfile(str(config)).to_dict()
+    r50 = config.with_name(config.name.replace('_r101', '_r50'))
+    shallow = Config.fromfile(str(r50)).to_dict()
+    deep_backbone, shallow_backbone = deep['model']['backbone'], shallow['model']['backbone']
+    assert (deep_backbone.pop('depth'), shallow_backbone.pop('depth')) == (101, 50)
+    checkpoint = deep_backbone['init_cfg'].pop('checkpoint')
+    assert checkpoint == 'checkpoints/lip_resnet101_mmdet.pth'
+    assert shallow_backbone['init_cfg'].pop('checkpoint') != checkpoint
+    assert deep == shallow
+    backbone = MODELS.build(dict(Config.fromfile(str(config)).model.backbone, init_cfg=None))
+    assert type(backbone).__name__ == 'LIPResNet' and len(backbone.layer3) == 23
+
+
+@pytest.mark.parametrize('config', TRAINED, ids=lambda path: path.stem)
 def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path, one_thread):
     cfg = Config.fromfile(str(config))
     backbone = cfg.model.backbone
     assert backbone.type == ('DPPResNet' if '_dpp_' in config.name else 'LIPResNet')
-    assert backbone.depth == (101 if config.stem.endswith('r101') else 50)
+    assert backbone.depth == 50
     assert backbone.init_cfg.checkpoint.startswith('checkpoints/'), backbone.init_cfg
 
     cfg.merge_from_dict(tiny_options(cfg, tiny_coco))

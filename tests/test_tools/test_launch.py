@@ -6,10 +6,22 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from lip_mmdet.utils.launch import (build_runner, load_test_config, load_train_config,
-                                    test_parser, train_parser)
-from lip_mmdet.utils.preflight import (PreflightError, check_amp, check_checkpoint,
-                                       check_datasets, check_pretrained_weights, dataset_paths)
+from lip_mmdet.utils.launch import (
+    build_runner,
+    load_test_config,
+    load_train_config,
+    test_parser,
+    train_parser,
+)
+from lip_mmdet.utils.preflight import (
+    PreflightError,
+    check_amp,
+    check_checkpoint,
+    check_datasets,
+    check_pretrained_weights,
+    dataset_paths,
+)
+
 from tiny_run import REPO, tiny_options
 
 LIP_R50 = str(REPO / 'configs' / 'faster_rcnn_lip_r50.py')

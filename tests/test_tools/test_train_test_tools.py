@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end, in subprocesses, on the
 tiny generated dataset: multi-process training, resume after SIGKILL, COCO evaluation of a
-saved checkpoint, clear failures, and our configs under MMDetection's own train.py."""
+saved checkpoint, and our configs under MMDetection's own train.py (the reference run of the
+resume test); the tools' clear failures through their main functions, in-process."""
 import json
 import os
 import pickle
@@ -16,12 +17,24 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tiny_run import (REPO, SMALL_RETINANET, TOOLS, free_port, run_tool, tiny_options, to_cli,
-                      tool_env, write_config)
+from lip_mmdet.utils import launch
+
+from tiny_run import (
+    REPO,
+    SMALL_RETINANET,
+    TOOLS,
+    free_port,
+    run_tool,
+    tiny_options,
+    to_cli,
+    tool_env,
+    write_config,
+)
 
 RETINA_LIP_R50 = REPO / 'configs' / 'retinanet_lip_r50.py'
 FASTER_LIP_R50 = REPO / 'configs' / 'faster_rcnn_lip_r50.py'
 MAX_ITERS = 8
+STOCK_TRAIN = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
 
 
 def assert_ok(proc):
@@ -53,7 +66,9 @@ def val_metrics(work_dir):
 
 @pytest.fixture(scope='module')
 def resume_setup(tiny_coco, tmp_path_factory):
-    """An iteration-based, seeded, deterministic schedule, and one uninterrupted run of it."""
+    """An iteration-based, seeded, deterministic schedule, and one uninterrupted run of it by
+    MMDetection's own tools/train.py (our configs and plugin need nothing else; the resumed
+    run of our train.py must then end with the same weights and metrics)."""
     root = tmp_path_factory.mktemp('resume')
     config = write_config(
         root / 'iter_schedule.py', RETINA_LIP_R50,
@@ -67,7 +82,8 @@ def resume_setup(tiny_coco, tmp_path_factory):
         randomness=dict(seed=0, deterministic=True))
     options = to_cli(small_options(tiny_coco, epochs=None))
     work_dir = root / 'uninterrupted'
-    assert_ok(run_tool([TOOLS / 'train.py', config, '--work-dir', work_dir,
+    assert STOCK_TRAIN.is_file(), STOCK_TRAIN
+    assert_ok(run_tool([STOCK_TRAIN, config, '--work-dir', work_dir,
                         '--cfg-options', *options], cwd=root))
     return dict(root=root, config=config, options=options, work_dir=work_dir)
 
@@ -119,7 +135,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(resume_setup):
     assert len(trained) > len(reference) // 2, 'iterations 5-8 barely changed the weights'
 
     expected = val_metrics(resume_setup['work_dir'])
-    assert 'coco/bbox_mAP_s' in expected
+    assert 'coco/bbox_mAP_s' in expected  # the stock script evaluated with our config
     assert val_metrics(work_dir) == expected
 
 
@@ -177,32 +193,24 @@ def test_distributed_training_keeps_ranks_in_sync(tiny_coco, tmp_path):
     assert all(torch.equal(state[k], rank0[k]) for k in rank0)
 
 
-def test_missing_dataset_fails_with_a_clear_message(tmp_path):
-    proc = run_tool([TOOLS / 'train.py', FASTER_LIP_R50], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert 'Traceback' not in proc.stderr
-    assert 'Dataset not found' in proc.stderr
-    assert str(tmp_path / 'data/coco/annotations/instances_train2017.json') in proc.stderr
-    assert 'make demo' in proc.stderr
+def test_missing_dataset_fails_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    """train.py's main (the tool is ``sys.exit(train_main())``): code 2, one message."""
+    monkeypatch.chdir(tmp_path)
+    assert launch.train_main([str(FASTER_LIP_R50)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    assert 'Dataset not found' in err
+    assert str(tmp_path / 'data/coco/annotations/instances_train2017.json') in err
+    assert 'make demo' in err
 
 
-def test_missing_checkpoint_fails_with_a_clear_message(tiny_coco, tmp_path):
+def test_missing_checkpoint_fails_with_a_clear_message(tiny_coco, tmp_path, monkeypatch,
+                                                        capsys):
+    monkeypatch.chdir(tmp_path)
     options = to_cli(tiny_options(Config.fromfile(str(FASTER_LIP_R50)), tiny_coco))
-    proc = run_tool([TOOLS / 'test.py', FASTER_LIP_R50, 'work_dirs/nothing/epoch_12.pth',
-                     '--cfg-options', *options], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert 'Traceback' not in proc.stderr
-    assert 'Checkpoint to test not found: work_dirs/nothing/epoch_12.pth' in proc.stderr
-    assert str(tmp_path / 'work_dirs/nothing/epoch_12.pth') in proc.stderr
-
-
-def test_configs_run_with_mmdetections_own_train_script(tiny_coco, tmp_path):
-    stock_train = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
-    assert stock_train.is_file(), stock_train
-    options = tiny_options(Config.fromfile(str(FASTER_LIP_R50)), tiny_coco)
-    options.update({'model.backbone.depth': 18, 'model.neck.in_channels': [64, 128, 256, 512]})
-    proc = run_tool([stock_train, FASTER_LIP_R50, '--work-dir', tmp_path,
-                     '--cfg-options', *to_cli(options)], cwd=tmp_path)
-    assert_ok(proc)
-    assert (tmp_path / 'epoch_1.pth').is_file()
-    assert 'coco/bbox_mAP_s' in proc.stdout + proc.stderr
+    assert launch.test_main([str(FASTER_LIP_R50), 'work_dirs/nothing/epoch_12.pth',
+                             '--cfg-options', *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    assert 'Checkpoint to test not found: work_dirs/nothing/epoch_12.pth' in err
+    assert str(tmp_path / 'work_dirs/nothing/epoch_12.pth') in err

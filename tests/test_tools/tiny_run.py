@@ -24,8 +24,9 @@ def _resize_index(pipeline):
 def tiny_options(cfg, tiny, scale=128, num_train=2, batch_size=2, epochs=1):
     """``--cfg-options`` (dotted key -> value) that train ``cfg`` on the tiny dataset.
 
-    ``epochs`` (None: keep the config's train_cfg) of ``num_train`` images at ``scale`` x ``scale``, all 4 val images, random
-    initialisation, no data-loading workers, no score threshold at test time.
+    ``epochs`` (None: keep the config's train_cfg) of ``num_train`` images at ``scale`` x
+    ``scale``, all 4 val images, random initialisation, no data-loading workers, no score
+    threshold at test time.
     """
     opts = {}
     splits = (('train', tiny['train_ann'], tiny['train_img_prefix']),
@@ -93,10 +94,12 @@ def free_port():
 
 
 def tool_env():
-    """Environment of a tool subprocess: probe_hooks importable, and one intra-op thread,
-    which on a shared 2-core machine is several times faster than two and keeps runs
-    bitwise repeatable."""
-    env = dict(os.environ, PYTHONPATH=str(HERE), OMP_NUM_THREADS='1')
+    """Environment of a tool subprocess: probe_hooks and this checkout's lip_mmdet importable
+    (also under a script that does not put the checkout on sys.path, such as mmdet's own
+    train.py), and one intra-op thread, which on a shared 2-core machine is several times
+    faster than two and keeps runs bitwise repeatable."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
+               OMP_NUM_THREADS='1')
     env.pop('LOCAL_RANK', None)
     return env
 

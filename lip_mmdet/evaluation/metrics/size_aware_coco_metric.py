@@ -11,20 +11,19 @@ from the annotation ``area`` and detection size from its box (or mask for ``segm
 import copy
 import os.path as osp
 import tempfile
-from functools import lru_cache
+from functools import cache
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from mmdet.datasets.api_wrappers import COCO, COCOeval
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.registry import METRICS
 from mmengine.fileio import dump, load
 from mmengine.logging import MessageHub, MMLogger, print_log
 from terminaltables import AsciiTable
 
-from mmdet.datasets.api_wrappers import COCO, COCOeval
-from mmdet.evaluation.metrics import CocoMetric
-from mmdet.registry import METRICS
-
-__all__ = ['DEFAULT_SIZE_BINS', 'SizeAwareCocoMetric', 'evaluate_size_bins',
-           'resolve_coco_backend']
+__all__ = ['DEFAULT_SIZE_BINS', 'COCO_EVAL_BACKENDS', 'SizeAwareCocoMetric',
+           'evaluate_size_bins', 'resolve_coco_backend']
 
 # name -> (min area, max area) in px^2; 1e5 ** 2 is COCO's own "no upper bound".
 DEFAULT_SIZE_BINS: Dict[str, Tuple[float, float]] = {
@@ -34,7 +33,13 @@ DEFAULT_SIZE_BINS: Dict[str, Tuple[float, float]] = {
     'large': (96.0**2, 1e5**2),
 }
 
-BACKENDS = ('auto', 'pycocotools', 'faster_coco_eval')
+# Evaluators the size-bin evaluation can run on (the ``backend`` argument).
+COCO_EVAL_BACKENDS = ('auto', 'pycocotools', 'faster_coco_eval')
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in COCO_EVAL_BACKENDS:
+        raise ValueError(f'backend must be one of {COCO_EVAL_BACKENDS}, got {backend!r}')
 
 
 def _mean_valid(values: np.ndarray) -> float:
@@ -122,7 +127,7 @@ def evaluators_agree(coco_cls, eval_cls, atol: float = 1e-6) -> bool:
                and np.allclose(candidate[k], reference[k], atol=atol) for k in reference)
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve_coco_backend(backend: str = 'auto') -> Tuple[type, type, str]:
     """(COCO class, COCOeval class, backend name) for the size-bin evaluation.
 
@@ -130,8 +135,7 @@ def resolve_coco_backend(backend: str = 'auto') -> Tuple[type, type, str]:
     a synthetic case, else pycocotools. ``'faster_coco_eval'`` insists on it (error if
     missing or disagreeing).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    _check_backend(backend)
     if backend == 'pycocotools':
         return COCO, COCOeval, 'pycocotools'
     try:
@@ -140,7 +144,7 @@ def resolve_coco_backend(backend: str = 'auto') -> Tuple[type, type, str]:
     except ImportError:
         if backend == 'faster_coco_eval':
             raise ImportError("backend='faster_coco_eval' needs `pip install "
-                              "faster-coco-eval`")
+                              "faster-coco-eval`") from None
         return COCO, COCOeval, 'pycocotools'
     if evaluators_agree(FasterCOCO, COCOeval_faster):
         return FasterCOCO, COCOeval_faster, 'faster_coco_eval'
@@ -164,17 +168,20 @@ def evaluate_size_bins(coco_gt,
     """COCO AP/AR per size bin (and per class) for COCO-format predictions.
 
     Args:
-        coco_gt: a pycocotools-compatible ``COCO`` holding the ground truth.
-        predictions: COCO result dicts (``image_id``, ``category_id``, ``score`` and
-            ``bbox`` xywh or ``segmentation``); must not be empty.
-        size_bins: name -> (min_area, max_area), px^2, inclusive like COCO.
-        iou_type: ``'bbox'`` or ``'segm'``.
-        cat_ids, img_ids: restrict evaluation (default: all in ``coco_gt``).
-        max_dets: detections per image; the numbers use the largest, as CocoMetric's
-            size-range numbers do.
-        iou_thrs: IoU thresholds (default 0.50:0.05:0.95).
-        classwise: also return AP per class and bin.
-        backend: see :func:`resolve_coco_backend`.
+        coco_gt (COCO): a pycocotools-compatible ``COCO`` holding the ground truth.
+        predictions (list[dict]): COCO result dicts (``image_id``, ``category_id``,
+            ``score`` and ``bbox`` xywh or ``segmentation``); must not be empty.
+        size_bins (Mapping[str, Sequence[float]]): name -> (min_area, max_area), px^2,
+            inclusive like COCO.
+        iou_type (str): ``'bbox'`` or ``'segm'``.
+        cat_ids (Sequence[int], optional): categories to evaluate (default: all in
+            ``coco_gt``).
+        img_ids (Sequence[int], optional): images to evaluate (default: all in ``coco_gt``).
+        max_dets (Sequence[int]): detections per image; the numbers use the largest, as
+            CocoMetric's size-range numbers do.
+        iou_thrs (Sequence[float], optional): IoU thresholds (default 0.50:0.05:0.95).
+        classwise (bool): also return AP per class and bin.
+        backend (str): one of :data:`COCO_EVAL_BACKENDS`, see :func:`resolve_coco_backend`.
 
     Returns:
         ``{'backend': str, 'bins': {name: {'area': [lo, hi], 'num_gt': int, 'AP': float,
@@ -253,13 +260,15 @@ class SizeAwareCocoMetric(CocoMetric):
     is given.
 
     Args:
-        size_bins: name -> (min_area, max_area) in px^2, both ends inclusive like COCO.
-            Defaults to :data:`DEFAULT_SIZE_BINS` (tiny, small, medium, large).
-        backend: evaluator for the size bins: ``'auto'`` (faster-coco-eval if installed
-            and agreeing with pycocotools, else pycocotools), ``'pycocotools'`` or
-            ``'faster_coco_eval'``.
-        out_dir: folder for the JSON report (default: the Runner's work_dir).
-        results_file: file name of the JSON report.
+        size_bins (Mapping[str, Sequence[float]], optional): name -> (min_area, max_area)
+            in px^2, both ends inclusive like COCO. Defaults to :data:`DEFAULT_SIZE_BINS`
+            (tiny, small, medium, large).
+        backend (str): evaluator for the size bins, one of :data:`COCO_EVAL_BACKENDS`:
+            ``'auto'`` (faster-coco-eval if installed and agreeing with pycocotools, else
+            pycocotools), ``'pycocotools'`` or ``'faster_coco_eval'``.
+        out_dir (str, optional): folder for the JSON report (default: the Runner's
+            work_dir).
+        results_file (str): file name of the JSON report.
         **kwargs: everything ``CocoMetric`` takes (``ann_file``, ``metric``,
             ``classwise``, ``outfile_prefix``, ...).
     """
@@ -273,8 +282,7 @@ class SizeAwareCocoMetric(CocoMetric):
         super().__init__(**kwargs)
         self.size_bins = _check_size_bins(DEFAULT_SIZE_BINS if size_bins is None
                                           else size_bins)
-        if backend not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        _check_backend(backend)
         self.backend = backend
         self.out_dir = out_dir
         self.results_file = results_file

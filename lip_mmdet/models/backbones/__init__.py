@@ -1,8 +1,14 @@
 from .convert import convert_official_lip, infer_resnet_depth
 from .dpp_resnet import DPPBottleneck, DPPResNet, build_dpp
 from .lip_resnet import BottleneckLIPPool, LIPBottleneck, LIPResNet
-from .pooled_resnet import (PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut,
-                            PostPooledBasicBlock, PostPooledBottleneck)
+from .pooled_resnet import (
+    PooledBasicBlock,
+    PooledBottleneck,
+    PooledResNet,
+    PooledShortcut,
+    PostPooledBasicBlock,
+    PostPooledBottleneck,
+)
 from .pretrained import apply_pretrained, fit_pretrained, match_state_dict
 
 __all__ = [

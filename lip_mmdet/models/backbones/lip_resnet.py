@@ -10,26 +10,29 @@ from mmcv.cnn import build_conv_layer
 from mmdet.models.backbones.resnet import Bottleneck
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule, Sequential
-from torch import nn
+from torch import Tensor, nn
 
-from ..layers import BottleneckLIP, BottleneckShared, SimplifiedLIP
+from ..layers import BOTTLENECK_WIDTH, LIP_NORM_CFG, BottleneckLIP, BottleneckShared, SimplifiedLIP
 from .pooled_resnet import PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut
 
 __all__ = ['LIPResNet', 'LIPBottleneck', 'BottleneckLIPPool']
-
-# Width of the shared logit trunk: the reference's 128 for Bottleneck nets; 18/34 use
-# ``inplanes // 2`` per stage unless ``lip_width`` is given (see docs/backbones.md).
-REFERENCE_LIP_WIDTH = 128
 
 
 class BottleneckLIPPool(BaseModule):
     """LIP whose logits come from its own bottleneck trunk (no sharing).
 
-    ``lip(x, bottleneck_shared(x))``: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)). With the
-    zero-initialised ``lip.postprocessing.conv`` it starts as 3x3 average pooling.
+    ``lip(x, bottleneck_shared(x))``. With the zero-initialised ``lip.postprocessing.conv``
+    it starts as 3x3 average pooling.
+
+    Args:
+        channels (int): C, the channels of the input.
+        width (int): channels of the logit trunk.
+        norm_cfg (dict): norm of the logit modules. Default: affine InstanceNorm.
+
+    Shapes: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
-    def __init__(self, channels: int, width: int, norm_cfg=dict(type='IN', affine=True)):
+    def __init__(self, channels: int, width: int, norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
         self.bottleneck_shared = BottleneckShared(channels, width=width, norm_cfg=norm_cfg)
         self.lip = BottleneckLIP(channels, width=width, norm_cfg=norm_cfg)
@@ -41,15 +44,24 @@ class BottleneckLIPPool(BaseModule):
 class LIPBottleneck(PooledBottleneck):
     """Stride-2 Bottleneck of LIP-ResNet, official wiring and key names.
 
-    ``bottleneck_shared`` runs once on the block input; ``conv2`` = [BottleneckLIP(planes),
-    1x1 conv] replaces the strided 3x3 conv (with ``dcn`` the second element is the 3x3
-    deformable conv at stride 1); the shortcut is ``downsample.{lip,conv,bn}``.
-    (N, inplanes, H, W) -> (N, 4 * planes, ceil(H/2), ceil(W/2)).
+    ``bottleneck_shared`` (the logit trunk) runs once on the block input; ``conv2`` =
+    [BottleneckLIP(planes), 1x1 conv] replaces the strided 3x3 conv (with ``dcn`` the second
+    element is the 3x3 deformable conv at stride 1); the shortcut is
+    ``downsample.{lip,conv,bn}``. Both LIPs take their logits from the trunk.
+
+    Args:
+        inplanes (int): channels of the block input.
+        planes (int): bottleneck width; the output has ``4 * planes`` channels.
+        lip_width (int): channels of the logit trunk. Default: :data:`BOTTLENECK_WIDTH`.
+        lip_norm_cfg (dict): norm of the logit modules. Default: affine InstanceNorm.
+        **kwargs: mmdet ``Bottleneck`` arguments (``conv_cfg``, ``norm_cfg``, ``dcn``...).
+
+    Shapes: (N, inplanes, H, W) -> (N, 4 * planes, ceil(H/2), ceil(W/2)).
     """
     new_submodules = ('bottleneck_shared', 'conv2')
 
-    def __init__(self, inplanes: int, planes: int, lip_width: int = REFERENCE_LIP_WIDTH,
-                 lip_norm_cfg=dict(type='IN', affine=True), **kwargs):
+    def __init__(self, inplanes: int, planes: int, lip_width: int = BOTTLENECK_WIDTH,
+                 lip_norm_cfg: dict = LIP_NORM_CFG, **kwargs):
         super().__init__(inplanes, planes, **kwargs)
         self.bottleneck_shared = BottleneckShared(inplanes, width=lip_width, norm_cfg=lip_norm_cfg)
         mixer = self.conv2 if self.with_dcn else build_conv_layer(
@@ -61,12 +73,12 @@ class LIPBottleneck(PooledBottleneck):
             planes * self.expansion, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
             pool_name='lip')
 
-    def pool_guide(self, x) -> tuple:
-        return (self.bottleneck_shared(x), )
+    def shared_logit_trunk(self, x: Tensor) -> Tensor:
+        return self.bottleneck_shared(x)
 
-    def pooled_conv2(self, out, guide: tuple):
+    def pooled_conv2(self, out: Tensor, trunk: Optional[Tensor]) -> Tensor:
         lip, mixer = self.conv2
-        return mixer(lip(out, *guide))
+        return mixer(lip(out, trunk))
 
 
 @MODELS.register_module()
@@ -79,14 +91,18 @@ class LIPResNet(PooledResNet):
     (depth 18/34). All other arguments are mmdet ``ResNet``'s; see :class:`PooledResNet`.
 
     Args:
-        lip_norm_cfg (dict): norm of the LIP logit modules (the reference: affine InstanceNorm);
+        depth (int): 18, 34, 50, 101 or 152.
+        lip_norm_cfg (dict): norm of the LIP logit modules (official: affine InstanceNorm);
             ``norm_cfg`` stays the ResNet's own norm.
         lip_width (int, optional): width of the logit trunks of the stride-2 blocks. Default:
-            128 for Bottleneck depths (reference); ``inplanes // 2`` per stage for 18/34.
+            :data:`BOTTLENECK_WIDTH` (128, official) for Bottleneck depths;
+            ``inplanes // 2`` per stage for 18/34.
         stem_lip (str, optional): ``'simplified'`` (reference: 3x3 CxC logit conv at the
             stem resolution) or ``'bottleneck'`` (a :class:`BottleneckLIPPool` of width
             ``stem_channels // 4``, 8x fewer logit FLOPs). Default: ``'simplified'`` for
             depth >= 50, ``'bottleneck'`` for 18/34.
+        **kwargs: mmdet ``ResNet`` arguments, and ``init_cfg`` / ``pretrained`` as in
+            :class:`PooledResNet`.
 
     Example:
         >>> import torch
@@ -98,9 +114,8 @@ class LIPResNet(PooledResNet):
                        'lip2mmdet.py lip_resnet-50.pth PATH`, point it at a torchvision-layout '
                        'ResNet checkpoint of the same depth, or set model.backbone.init_cfg=None '
                        'to train from scratch.')
-    pool_layer_types = (SimplifiedLIP, BottleneckShared, BottleneckLIP)
 
-    def __init__(self, depth: int, lip_norm_cfg=dict(type='IN', affine=True),
+    def __init__(self, depth: int, lip_norm_cfg: dict = LIP_NORM_CFG,
                  lip_width: Optional[int] = None, stem_lip: Optional[str] = None, **kwargs):
         if depth not in self.arch_settings:
             raise KeyError(f'invalid depth {depth!r} for LIPResNet, expected one of '
@@ -124,7 +139,7 @@ class LIPResNet(PooledResNet):
 
     def make_downsample_block(self, block, inplanes: int, planes: int, **kwargs) -> nn.Module:
         if issubclass(block, Bottleneck):
-            width = self.lip_width or REFERENCE_LIP_WIDTH
+            width = self.lip_width or BOTTLENECK_WIDTH
             return LIPBottleneck(inplanes, planes, lip_width=width,
                                  lip_norm_cfg=self.lip_norm_cfg, **kwargs)
         width = self.lip_width or max(inplanes // 2, 1)

@@ -7,14 +7,14 @@ stock ResNet checkpoint fits all parameters that are not new.
 """
 import copy
 import inspect
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmengine.model import BaseModule, Sequential
-from torch import nn
+from torch import Tensor, nn
 
 from .pretrained import apply_pretrained, fit_pretrained
 
@@ -30,21 +30,41 @@ def _run(block, inner, x):
 
 
 def projection_shortcut(conv_cfg, norm_cfg, in_channels: int, out_channels: int) -> nn.Sequential:
-    """1x1 conv (stride 1) + norm; keys ``0.*`` / ``1.*`` as in a stock ResNet shortcut."""
+    """1x1 conv (stride 1) + norm; keys ``0.*`` / ``1.*`` as in a stock ResNet shortcut.
+
+    Args:
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config.
+        in_channels (int): Cin.
+        out_channels (int): Cout.
+
+    Returns:
+        nn.Sequential: (N, Cin, H, W) -> (N, Cout, H, W).
+    """
     return nn.Sequential(
         build_conv_layer(conv_cfg, in_channels, out_channels, kernel_size=1, bias=False),
         build_norm_layer(norm_cfg, out_channels)[1])
 
 
 class PooledShortcut(BaseModule):
-    """Shortcut that pools, then projects: ``bn(conv(pool(x, *pool_args)))``.
+    """Shortcut that pools, then projects: ``bn(conv(pool(x)))``, or
+    ``bn(conv(pool(x, trunk)))`` for a LIP that takes its logits from a shared trunk.
 
-    The pooling child is registered as ``pool_name`` (``lip`` gives the official LIP keys
-    ``downsample.{lip,conv,bn}``). (N, Cin, H, W) -> (N, Cout, H', W') with H', W' set by the pool.
+    Args:
+        pool (nn.Module): the pooling layer.
+        in_channels (int): Cin.
+        out_channels (int): Cout.
+        conv_cfg (dict, optional): mmcv conv config of the 1x1 projection.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        pool_name (str): name of the pooling child (``lip`` gives the official LIP keys
+            ``downsample.{lip,conv,bn}``). Default: ``'pool'``.
+
+    Shapes: (N, Cin, H, W) -> (N, Cout, H', W') with H', W' set by the pool.
     """
 
-    def __init__(self, pool: nn.Module, in_channels: int, out_channels: int, conv_cfg=None,
-                 norm_cfg=dict(type='BN'), pool_name: str = 'pool'):
+    def __init__(self, pool: nn.Module, in_channels: int, out_channels: int,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 pool_name: str = 'pool'):
         super().__init__()
         self.pool_name = pool_name
         self.new_submodules = (pool_name, )
@@ -53,17 +73,27 @@ class PooledShortcut(BaseModule):
                                      bias=False)
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
 
-    def forward(self, x, *pool_args):
-        return self.bn(self.conv(getattr(self, self.pool_name)(x, *pool_args)))
+    def forward(self, x: Tensor, trunk: Optional[Tensor] = None) -> Tensor:
+        pool = getattr(self, self.pool_name)
+        return self.bn(self.conv(pool(x) if trunk is None else pool(x, trunk)))
 
 
 class PooledBottleneck(Bottleneck):
     """Stride-2 Bottleneck whose downsampling is a pooling in front of conv2 (at stride 1).
 
     conv1 -> norm1 -> relu -> [pooled conv2] -> norm2 -> relu -> conv3 -> norm3, plus the
-    shortcut ``downsample(x, *guide)``. Subclasses implement :meth:`pool_guide` (what both
-    poolings need from the block input, as a tuple) and :meth:`pooled_conv2`.
-    mmdet's plugins run at their usual positions. (N, Cin, H, W) -> (N, 4 * planes, H', W').
+    shortcut ``downsample(x, trunk)``. Subclasses implement :meth:`pooled_conv2` and, when
+    both poolings take their weights from one shared computation on the block input (LIP's
+    logit trunk), :meth:`shared_logit_trunk`. mmdet's plugins run at their usual positions.
+
+    Args:
+        inplanes (int): channels of the block input.
+        planes (int): bottleneck width; the output has ``4 * planes`` channels.
+        stride (int): must be 2.
+        downsample: ignored (the subclass builds a pooled shortcut).
+        **kwargs: mmdet ``Bottleneck`` arguments.
+
+    Shapes: (N, inplanes, H, W) -> (N, 4 * planes, H', W').
     """
 
     def __init__(self, inplanes: int, planes: int, stride: int = 2, downsample=None, **kwargs):
@@ -73,26 +103,29 @@ class PooledBottleneck(Bottleneck):
         super().__init__(inplanes, planes, stride=1, **kwargs)
         self.stride = stride
 
-    def pool_guide(self, x) -> tuple:
-        return ()
+    def shared_logit_trunk(self, x: Tensor) -> Optional[Tensor]:
+        """Logit trunk both LIPs of the block share, computed once from the block input;
+        None for poolings that need nothing beyond their own input (DPP)."""
+        return None
 
-    def pooled_conv2(self, out, guide: tuple):
+    def pooled_conv2(self, out: Tensor, trunk: Optional[Tensor]) -> Tensor:
+        """Downsamples conv1's activations and applies the 3x3 (or replacing) conv."""
         raise NotImplementedError
 
     def forward(self, x):
 
         def _inner_forward(x):
-            guide = self.pool_guide(x)
+            trunk = self.shared_logit_trunk(x)
             out = self.relu(self.norm1(self.conv1(x)))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv1_plugin_names)
-            out = self.relu(self.norm2(self.pooled_conv2(out, guide)))
+            out = self.relu(self.norm2(self.pooled_conv2(out, trunk)))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv2_plugin_names)
             out = self.norm3(self.conv3(out))
             if self.with_plugins:
                 out = self.forward_plugin(out, self.after_conv3_plugin_names)
-            return out + self.downsample(x, *guide)
+            return out + self.downsample(x, trunk)
 
         return self.relu(_run(self, _inner_forward, x))
 
@@ -102,7 +135,19 @@ class PooledBasicBlock(BasicBlock):
 
     ``p = pool(x)``; ``out = relu(norm2(conv2(relu(norm1(conv1(p))))) + downsample(p))`` with
     conv1 a 3x3 stride-1 conv (the FLOPs of the strided conv it replaces) and ``downsample``
-    a 1x1 conv + norm (stock keys ``downsample.0/1``). (N, Cin, H, W) -> (N, planes, H', W').
+    a 1x1 conv + norm (stock keys ``downsample.0/1``).
+
+    Args:
+        inplanes (int): Cin, channels of the block input.
+        planes (int): output channels.
+        pool (nn.Module): the stride-2 pooling, (N, Cin, H, W) -> (N, Cin, H', W').
+        stride (int): must be 2.
+        downsample: ignored (the block builds its own shortcut).
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        **kwargs: mmdet ``BasicBlock`` arguments.
+
+    Shapes: (N, Cin, H, W) -> (N, planes, H', W').
     """
     new_submodules = ('pool', )
 
@@ -128,7 +173,20 @@ class PooledBasicBlock(BasicBlock):
 
 
 class _PoolAfterBlock:
-    """Runs the whole block at stride 1, then pools its output (the DPP paper's placement)."""
+    """Runs the whole block at stride 1, then pools its output (the DPP paper's placement).
+
+    Args:
+        inplanes (int): Cin, channels of the block input.
+        planes (int): block width; the output has ``planes * expansion`` channels.
+        pool (nn.Module): the stride-2 pooling of the block output.
+        stride (int): must be 2.
+        downsample: ignored (a 1x1 projection is built when the channels change).
+        conv_cfg (dict, optional): mmcv conv config.
+        norm_cfg (dict): mmcv norm config. Default: BN.
+        **kwargs: arguments of the mmdet block.
+
+    Shapes: (N, Cin, H, W) -> (N, planes * expansion, H', W').
+    """
     new_submodules = ('pool', )
 
     def __init__(self, inplanes: int, planes: int, pool: nn.Module, stride: int = 2,
@@ -241,15 +299,23 @@ class PooledResNet(ResNet):
       everything as from scratch, then loads what fits from a stock / torchvision / official
       LIP ResNet checkpoint (:func:`fit_pretrained`): the new pooling parameters keep
       their initialisation, a wrong depth or shape raises, and the log lists new and unused
-      keys. ``init_weights`` re-applies each pooling layer's own ``init_weights`` after
-      mmdet's Kaiming pass, which would otherwise overwrite them.
+      keys. mmengine's ``init_weights`` runs mmdet's Kaiming pass first, then every child's
+      own ``init_weights``, so each pooling layer ends with its own initialisation.
+
+    Args:
+        depth (int): 18, 34, 50, 101 or 152.
+        init_cfg (dict | list[dict], optional): mmengine init config; a ``Pretrained``
+            entry is handled as above.
+        pretrained (str, optional): checkpoint path, the same as a ``Pretrained``
+            ``init_cfg`` (mmdet's deprecated spelling).
+        **kwargs: mmdet ``ResNet`` arguments.
+
+    Shapes: (N, 3, H, W) -> the stages in ``out_indices``, as mmdet's ``ResNet``.
     """
     # Children of this module that a stock ResNet lacks (see ``new_parameter_keys``).
     new_submodules = ('maxpool', )
     # Appended to the FileNotFoundError of a missing local checkpoint.
     pretrained_hint = ''
-    # Layer classes whose ``init_weights`` restores their reference initialisation.
-    pool_layer_types: tuple = ()
 
     def __init__(self, depth: int, init_cfg=None, pretrained: Optional[str] = None, **kwargs):
         check_resnet_args(type(self).__name__, depth, self.arch_settings, kwargs)
@@ -297,9 +363,6 @@ class PooledResNet(ResNet):
             for param in self.maxpool.parameters():
                 param.requires_grad = False
 
-    def pool_layers(self) -> Sequence[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, self.pool_layer_types)]
-
     def init_weights(self):
         if self.is_init:
             super().init_weights()  # mmengine warns about the repeated call and does nothing
@@ -311,8 +374,5 @@ class PooledResNet(ResNet):
                                     prefix=self.pretrained_cfg.get('prefix'),
                                     map_location=self.pretrained_cfg.get('map_location', 'cpu'))
         super().init_weights()
-        for layer in self.pool_layers():
-            if hasattr(layer, 'init_weights') and not getattr(layer, 'is_init', False):
-                layer.init_weights()
         if fitted is not None:
             apply_pretrained(self, fitted, self.pretrained_cfg['checkpoint'])

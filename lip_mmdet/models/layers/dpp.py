@@ -13,12 +13,20 @@ dict(decay_mult=0.)})``.
 from typing import Optional, Union
 
 import torch
-from mmdet.registry import MODELS
 from torch import nn
 
-from lip_mmdet.ops import (DPP_REWARDS, check_s3_args, dpp2d, dpp_box_guide,
-                           dpp_filter_box_init, dpp_filter_guide, dpp_same_padding, s3_sample)
+from lip_mmdet.ops import (
+    DPP_REWARDS,
+    check_s3_args,
+    dpp2d,
+    dpp_box_guide,
+    dpp_filter_box_init,
+    dpp_filter_guide,
+    dpp_same_padding,
+    s3_sample,
+)
 from lip_mmdet.ops.pool_args import IntPair, as_pads, check_window, to_pair
+from lip_mmdet.registry import MODELS
 
 __all__ = ['LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX']
 
@@ -28,11 +36,18 @@ LOG_ALPHA_MAX = 10.0
 class _DPPBase(nn.Module):
     """Shared parameters and checks; subclasses define ``guide(x)``.
 
-    ``padding`` is an int or (h, w) as in ``F.avg_pool2d``, or 'same' (stride 1 only: output
-    size = input size, the extra padding of even windows at the bottom/right).
-    ``ceil_output`` pads the bottom/right further where needed so that the output has
-    ``ceil(H / stride)`` rows (columns), the size a strided 3x3 convolution with padding 1
-    gives; a window there pools the real pixels it holds (one pixel pools to itself).
+    Args:
+        channels (int): C, the channels of the input.
+        reward (str): ``'asym'`` or ``'sym'`` (see :class:`LiteDPP`).
+        kernel_size (int | tuple[int, int]): pooling window.
+        stride (int | tuple[int, int]): window step.
+        padding (int | tuple[int, int] | str): zero padding as in ``F.avg_pool2d``, or
+            ``'same'`` (stride 1 only: output size = input size, the extra padding of even
+            windows at the bottom/right).
+        ceil_output (bool): pad the bottom/right further where needed so that the output has
+            ``ceil(H / stride)`` rows (columns), the size a strided 3x3 convolution with
+            padding 1 gives; a window there pools the real pixels it holds (one pixel pools
+            to itself). Default: False.
     """
 
     def __init__(self, channels: int, reward: str, kernel_size: IntPair, stride: IntPair,
@@ -105,13 +120,20 @@ class LiteDPP(_DPPBase):
     2 parameters per channel (``log_alpha``, ``log_lambda``).
 
     Args:
-        channels: C. reward: 'asym' (rewards values above the guide; large lambda -> max
-            pooling) or 'sym' (any deviation; large lambda -> extremum pooling).
-        kernel_size, stride, padding: window (default 2x2 stride 2; 3x3 stride 2 padding 1
-            replaces a strided conv or max-pool); padding may be 'same' with stride 1.
-        ceil_output: output ceil(H / stride) x ceil(W / stride) at any input size (see
-            ``padding_for``); the box guide counts the extra padding as zeros, as it does the
-            symmetric padding.
+        channels (int): C, the channels of the input.
+        reward (str): ``'asym'`` (rewards values above the guide; large lambda -> max
+            pooling) or ``'sym'`` (any deviation; large lambda -> extremum pooling).
+        kernel_size (int | tuple[int, int]): window; 3 with stride 2 and padding 1 replaces
+            a strided conv or max-pool. Default: 2.
+        stride (int | tuple[int, int]): window step. Default: 2.
+        padding (int | tuple[int, int] | str): zero padding, or ``'same'`` with stride 1.
+            Default: 0.
+        ceil_output (bool): output ceil(H / stride) x ceil(W / stride) at any input size
+            (see ``padding_for``); the box guide counts the extra padding as zeros, as it
+            does the symmetric padding. Default: False.
+
+    Shapes: (N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window
+        (ceil(H / stride) x ceil(W / stride) with ``ceil_output``).
     """
 
     def __init__(self, channels: int, reward: str = 'asym', kernel_size: IntPair = 2,
@@ -162,11 +184,18 @@ class S3DPP(nn.Module):
     (N, C, ceil(H / stride), ceil(W / stride)).
 
     Args:
-        channels: C. reward: 'sym' or 'asym'. guide: 'lite' (box) or 'full' (learned 3x3).
-        kernel_size: DPP window (at stride 1, 'same' padding).
-        grid_size: S3Pool cell size, a multiple of ``stride``. stride: downscale factor.
-        seed: if given, the sampling uses its own ``torch.Generator`` seeded with it;
-            otherwise the global CPU RNG (reproducible under ``torch.manual_seed``).
+        channels (int): C, the channels of the input.
+        reward (str): ``'sym'`` or ``'asym'`` (see :class:`LiteDPP`). Default: ``'sym'``.
+        guide (str): ``'lite'`` (box filter) or ``'full'`` (learned 3x3). Default: ``'lite'``.
+        kernel_size (int | tuple[int, int]): DPP window, run at stride 1 with ``'same'``
+            padding. Default: 2.
+        grid_size (int): S3Pool cell size, a multiple of ``stride``. Default: 2.
+        stride (int): downscale factor. Default: 2.
+        seed (int, optional): if given, the sampling uses its own ``torch.Generator``
+            seeded with it; otherwise the global CPU RNG (reproducible under
+            ``torch.manual_seed``).
+
+    Shapes: (N, C, H, W) -> (N, C, ceil(H / stride), ceil(W / stride)).
 
     The DPP parameters live in ``dpp`` (``dpp.log_alpha``, ``dpp.log_lambda`` ...).
     """

@@ -10,22 +10,28 @@ On a 1x1 map a LIP window holds one real pixel, so the pooled value is that pixe
 the logits are. The logit norms must still run there (torch's InstanceNorm refuses a single
 pixel): they use :class:`InstanceNorm2dAnySize`, whose output on one pixel is the limit of the
 normalisation, its bias.
+
+Only :class:`SimplifiedLIP` stands on its own (in place of any 3x3/s2/p1 pooling); it is
+registered in :data:`lip_mmdet.registry.MODELS`. :class:`BottleneckShared` and
+:class:`BottleneckLIP` work as a pair inside a LIP bottleneck and are not registered.
 """
 from collections import OrderedDict
 
 import torch
 from mmcv.cnn import build_norm_layer
-from mmdet.registry import MODELS
 from mmengine.model import constant_init, kaiming_init
 from torch import nn
 
 from lip_mmdet.ops import lip2d
+from lip_mmdet.registry import MODELS
 
 __all__ = ['SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP',
-           'BOTTLENECK_WIDTH', 'InstanceNorm2dAnySize']
+           'BOTTLENECK_WIDTH', 'LIP_NORM_CFG', 'InstanceNorm2dAnySize']
 
+# Width of the shared logit trunk of the official LIP-ResNet-50/101/152.
 BOTTLENECK_WIDTH = 128
-_DEFAULT_NORM = dict(type='IN', affine=True)
+# Norm of the official logit modules: InstanceNorm with a learned affine.
+LIP_NORM_CFG = dict(type='IN', affine=True)
 
 
 class InstanceNorm2dAnySize(nn.InstanceNorm2d):
@@ -48,7 +54,7 @@ class InstanceNorm2dAnySize(nn.InstanceNorm2d):
 
 
 def _norm(norm_cfg, channels) -> nn.Module:
-    norm = build_norm_layer(dict(_DEFAULT_NORM if norm_cfg is None else norm_cfg), channels)[1]
+    norm = build_norm_layer(dict(LIP_NORM_CFG if norm_cfg is None else norm_cfg), channels)[1]
     if type(norm) is nn.InstanceNorm2d:
         norm.__class__ = InstanceNorm2dAnySize  # same arguments and state, any map size
     return norm
@@ -66,9 +72,11 @@ def _pool(x: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
     return lip2d(x, logit.to(x.dtype))
 
 
-@MODELS.register_module()
 class SoftGate(nn.Module):
-    """``sigmoid(z) * 12``: logits in (0, 12), so LIP weights exp(logit) lie in (1, e^12)."""
+    """``sigmoid(z) * 12``: logits in (0, 12), so LIP weights exp(logit) lie in (1, e^12).
+
+    Shapes: any -> the same shape.
+    """
 
     COEFF = 12.0
 
@@ -98,12 +106,14 @@ class SimplifiedLIP(nn.Module):
     ``logit = gate(norm(conv3x3(x)))``, conv C->C without bias, zero-initialised.
 
     Args:
-        channels: C.
-        norm_cfg: mmcv norm config; the child keeps the name ``bn`` (checkpoint keys
+        channels (int): C, the channels of the input.
+        norm_cfg (dict): mmcv norm config; the child keeps the name ``bn`` (checkpoint keys
             ``logit.conv.weight``, ``logit.bn.weight``, ``logit.bn.bias``).
+
+    Shapes: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
-    def __init__(self, channels: int, norm_cfg: dict = _DEFAULT_NORM):
+    def __init__(self, channels: int, norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
         self.logit = _gated_logits(channels, channels, 3, norm_cfg)
         self.init_weights()
@@ -116,20 +126,20 @@ class SimplifiedLIP(nn.Module):
         return _pool(x, self.logit(x))
 
 
-@MODELS.register_module()
 class BottleneckShared(nn.Module):
     """Shared logit trunk of a stride-2 LIP bottleneck: 1x1 conv, norm, ReLU, 3x3 conv, norm,
     ReLU (Kaiming-initialised convs without bias).
 
     Args:
-        in_channels: input channels. width: trunk channels (128 in the reference).
-        norm_cfg: mmcv norm config (children ``bn1``, ``bn2``).
+        in_channels (int): channels of the block input.
+        width (int): trunk channels (:data:`BOTTLENECK_WIDTH` in the official nets).
+        norm_cfg (dict): mmcv norm config (children ``bn1``, ``bn2``).
 
     Shapes: (N, in_channels, H, W) -> (N, width, H, W).
     """
 
     def __init__(self, in_channels: int, width: int = BOTTLENECK_WIDTH,
-                 norm_cfg: dict = _DEFAULT_NORM):
+                 norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
         self.logit = nn.Sequential(OrderedDict(
             conv1=nn.Conv2d(in_channels, width, 1, bias=False),
@@ -150,22 +160,22 @@ class BottleneckShared(nn.Module):
         return self.logit(x)
 
 
-@MODELS.register_module()
 class BottleneckLIP(nn.Module):
     """LIP whose logits come from a shared trunk (:class:`BottleneckShared`).
 
     ``logit = gate(norm(conv1x1(shared)))``, conv width->C without bias, zero-initialised.
 
     Args:
-        channels: C, the channels of the pooled input. width: channels of ``shared``.
-        norm_cfg: mmcv norm config (children of ``postprocessing``: ``conv``, ``bn``,
+        channels (int): C, the channels of the pooled input.
+        width (int): channels of ``shared``, the trunk output.
+        norm_cfg (dict): mmcv norm config (children of ``postprocessing``: ``conv``, ``bn``,
             ``gate``).
 
     Shapes: x (N, C, H, W), shared (N, width, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
     def __init__(self, channels: int, width: int = BOTTLENECK_WIDTH,
-                 norm_cfg: dict = _DEFAULT_NORM):
+                 norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
         self.width = width
         self.postprocessing = _gated_logits(width, channels, 1, norm_cfg)

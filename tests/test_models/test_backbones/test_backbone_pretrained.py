@@ -11,13 +11,17 @@ from mmdet.models.backbones import ResNet
 from mmengine.logging import MMLogger
 
 import lip_mmdet  # noqa: F401
-from lip_mmdet.models.backbones import (DPPResNet, LIPResNet, convert_official_lip,
-                                        infer_resnet_depth)
+from lip_mmdet.models.backbones import (
+    DPPResNet,
+    LIPResNet,
+    convert_official_lip,
+    infer_resnet_depth,
+)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'lip2mmdet.py')
 
-# Every key of the official lip_resnet-50.pth beyond a standard ResNet-50 (REFERENCE.md).
+# Every key of the official lip_resnet-50.pth beyond a standard ResNet-50.
 OFFICIAL_LIP_ONLY = {'maxpool.logit.conv.weight', 'maxpool.logit.bn.weight',
                      'maxpool.logit.bn.bias'}
 for _L in (2, 3, 4):

@@ -1,25 +1,38 @@
+import math
+
 import pytest
 import torch
-from backbone_test_utils import (TWO_STAGES, assert_same_outputs_and_grads, frozen_state,
-                                 output_shapes)
+import torch.nn.functional as F
 from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 from torch import nn
 
 import lip_mmdet  # noqa: F401
-from lip_mmdet.models.backbones import (DPPBottleneck, DPPResNet, PooledBasicBlock,
-                                        PostPooledBasicBlock, PostPooledBottleneck)
+from lip_mmdet.models.backbones import (
+    DPPBottleneck,
+    DPPResNet,
+    PooledBasicBlock,
+    PostPooledBasicBlock,
+    PostPooledBottleneck,
+)
 from lip_mmdet.models.backbones.complexity import count_params
-from lip_mmdet.models.layers import FullDPP, LiteDPP, S3DPP
+from lip_mmdet.models.layers import S3DPP, FullDPP, LiteDPP
+
+from backbone_test_utils import (
+    TWO_STAGES,
+    assert_same_outputs_and_grads,
+    frozen_state,
+    output_shapes,
+)
 
 
 def expected_sizes(height, width):
     """Stage output sizes: every stride-2 step halves with ceil, as stock ResNet's strided
     convs do (the 2x2 windows pad an odd edge, ``ceil_output``)."""
-    sizes = [(-(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2))]
+    sizes = [(math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2))]
     for _ in range(3):
         h, w = sizes[-1]
-        sizes.append((-(-h // 2), -(-w // 2)))
+        sizes.append((math.ceil(h / 2), math.ceil(w / 2)))
     return sizes
 
 
@@ -120,14 +133,42 @@ def test_zero_init_residual_covers_the_dpp_blocks(depth, last_norm, placement):
         assert torch.all(getattr(block, last_norm).weight == 0), type(block)
 
 
-def test_init_weights_keeps_the_dpp_initialisation():
+@pytest.mark.parametrize('placement', ['replace_stride', 'after_add'])
+def test_init_weights_restores_every_dpp_initialisation(placement):
+    """init_weights reaches every DPP (stem, both branches, after the add) and puts back
+    alpha = lambda = 1 and Full-DPP's box-filter guide, whatever the parameters held."""
     torch.manual_seed(0)
-    model = DPPResNet(depth=18, dpp_cfg=dict(type='FullDPP', reward='sym'))
-    before = {n: p.clone() for n, p in model.named_parameters() if 'pool' in n}
+    model = DPPResNet(depth=50, dpp_cfg=dict(type='FullDPP', reward='sym'),
+                      dpp_placement=placement, out_indices=(1, ), **TWO_STAGES)
+    dpp_layers = [m for m in model.modules() if isinstance(m, FullDPP)]
+    assert len(dpp_layers) == (2 if placement == 'after_add' else 3)  # stem, layer2 (x2)
+    initial = {(i, n): p.clone() for i, layer in enumerate(dpp_layers)
+               for n, p in layer.named_parameters()}
+    with torch.no_grad():
+        for layer in dpp_layers:
+            for param in layer.parameters():
+                param.normal_()
     model.init_weights()
-    after = dict(model.named_parameters())
-    for name, value in before.items():
-        torch.testing.assert_close(after[name], value, msg=name)
+    for (i, name), value in initial.items():
+        torch.testing.assert_close(dict(dpp_layers[i].named_parameters())[name], value,
+                                   msg=f'{i}.{name}')
+
+
+@MODELS.register_module(name='SignedMaxDPPForTest', force=True)
+class SignedMaxDPPForTest(LiteDPP):
+    """A user-side DPP variant, registered in mmdet's MODELS: max-pooled guide."""
+
+    def guide(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+def test_user_registered_dpp_variant_builds():
+    model = DPPResNet(depth=50, dpp_cfg=dict(type='SignedMaxDPPForTest', reward='sym'),
+                      out_indices=(1, ), **TWO_STAGES)
+    pools = [m for m in model.modules() if isinstance(m, LiteDPP)]
+    assert len(pools) == 3 and all(type(m) is SignedMaxDPPForTest for m in pools)
+    assert model.maxpool.kernel_size == 3 and model.layer2[0].pool.kernel_size == 2
+    assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 512, 8, 8)
 
 
 def test_builds_from_registry():

@@ -1,4 +1,4 @@
-"""LIP logit modules: reference names, initialisation (= 3x3 average pooling), shapes."""
+"""LIP logit modules: official names, initialisation (= 3x3 average pooling), shapes."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +7,7 @@ from mmengine.model import kaiming_init
 from torch import nn
 
 from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP, SoftGate
+from lip_mmdet.registry import MODELS as LIP_MODELS
 
 
 def _avg3x3(x):
@@ -24,13 +25,19 @@ def _scramble(module):
 
 
 def test_soft_gate_maps_to_zero_twelve():
-    z = torch.tensor([-1e4, -1.0, 0.0, 1.0, 1e4])
+    z = torch.tensor([-1e4, -1.0, 0.0, 1.0, 1e4], requires_grad=True)
     out = SoftGate()(z)
     torch.testing.assert_close(out, torch.sigmoid(z) * 12)
-    assert out[2] == 6 and out[0] == 0 and out[-1] == 12 and SoftGate.COEFF == 12.0
+    assert out[2] == 6 and out[0] == 0 and out[-1] == 12
+    # LIP weights exp(gate) span (1, e^12): the largest window weight ratio is e^12
+    assert torch.exp(out[-1] - out[0]).item() == pytest.approx(162754.79, rel=1e-6)
+    out.sum().backward()
+    # slope 12 * sigmoid'(0) = 3 at the initial logit 0, vanishing at the ends
+    torch.testing.assert_close(z.grad, 12 * torch.sigmoid(z) * (1 - torch.sigmoid(z)))
+    assert z.grad[2] == 3 and z.grad[0] == 0 and z.grad[-1] == 0
 
 
-# (1, 1) is out: InstanceNorm (the reference norm) needs more than one pixel per plane.
+# (1, 1) is out: InstanceNorm (the official norm) needs more than one pixel per plane.
 @pytest.mark.parametrize('size', [(1, 2), (3, 5), (7, 7), (8, 8)])
 def test_simplified_lip_starts_as_average_pooling(size):
     layer = SimplifiedLIP(4)
@@ -44,7 +51,7 @@ def test_simplified_lip_starts_as_average_pooling(size):
     torch.testing.assert_close(out, _avg3x3(x))
 
 
-def test_init_weights_restores_the_reference_initialisation():
+def test_init_weights_restores_the_official_initialisation():
     x = torch.randn(1, 6, 8, 8)
     shared, pool = BottleneckShared(6, width=8), BottleneckLIP(6, width=8)
     simple = SimplifiedLIP(6)
@@ -138,13 +145,16 @@ def test_mixed_precision_logits_follow_the_features():
         assert SimplifiedLIP(4)(nn.Conv2d(4, 4, 1)(x)).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize('cfg,args', [
-    (dict(type='SoftGate'), ()),
-    (dict(type='SimplifiedLIP', channels=4), ()),
-    (dict(type='BottleneckShared', in_channels=4, width=8), ()),
-    (dict(type='BottleneckLIP', channels=4, width=8), (torch.randn(1, 8, 6, 6),)),
-])
-def test_registry_build(cfg, args):
-    layer = MODELS.build(cfg)
-    assert type(layer).__name__ == cfg['type']
-    assert layer(torch.randn(1, 4, 6, 6), *args).dim() == 4
+def test_only_the_stand_alone_layer_is_registered():
+    """SimplifiedLIP builds from an mmdet config as ``lip_mmdet.SimplifiedLIP`` (and starts as
+    3x3 average pooling); the bottleneck's internal modules are not registered anywhere."""
+    layer = MODELS.build(dict(type='lip_mmdet.SimplifiedLIP', channels=4))
+    assert type(layer) is SimplifiedLIP
+    assert LIP_MODELS.get('SimplifiedLIP') is SimplifiedLIP
+    x = torch.randn(1, 4, 7, 6)
+    out = layer(x)
+    assert out.shape == (1, 4, 4, 3)
+    torch.testing.assert_close(out, _avg3x3(x))
+    assert MODELS.get('SimplifiedLIP') is None  # not in mmdet's own namespace
+    for name in ('SoftGate', 'BottleneckShared', 'BottleneckLIP'):
+        assert LIP_MODELS.get(name) is None and MODELS.get(f'lip_mmdet.{name}') is None, name
