@@ -17,6 +17,7 @@ from lip_mmdet.models.backbones import (
 )
 from lip_mmdet.models.backbones.complexity import count_params
 from lip_mmdet.models.layers import S3DPP, FullDPP, LiteDPP
+from lip_mmdet.ops.pool_args import as_pads, to_pair
 
 from backbone_test_utils import (
     TWO_STAGES,
@@ -158,8 +159,11 @@ def test_init_weights_restores_every_dpp_initialisation(placement):
 class SignedMaxDPPForTest(LiteDPP):
     """A user-side DPP variant, registered in mmdet's MODELS: max-pooled guide."""
 
-    def guide(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+    def guide(self, x, padding):
+        top, bottom, left, right = as_pads(to_pair(padding, 'padding') if isinstance(
+            padding, int) else padding)
+        padded = F.pad(x, (left, right, top, bottom), value=float('-inf'))
+        return F.max_pool2d(padded, self.kernel_size, self.stride)
 
 
 def test_user_registered_dpp_variant_builds():
