@@ -66,8 +66,8 @@ def test_lip_half_precision_and_extreme_logits(dtype):
 
 
 def test_lip_channels_last_and_strided_inputs():
-    x, logit = _randn(2, 3, 9, 7, dtype=torch.float32), _randn(2, 3, 9, 7, seed=1, scale=4,
-                                                                dtype=torch.float32)
+    x = _randn(2, 3, 9, 7, dtype=torch.float32)
+    logit = _randn(2, 3, 9, 7, seed=1, scale=4, dtype=torch.float32)
     last = [t.contiguous(memory_format=torch.channels_last) for t in (x, logit)]
     every_other_column = [torch.cat([t, t], dim=3)[..., ::2] for t in (x, logit)]
     for inputs in (last, every_other_column):
@@ -79,8 +79,8 @@ def test_lip_channels_last_and_strided_inputs():
 
 
 def test_nan_stays_local():
-    x, logit = _randn(1, 1, 10, 10, dtype=torch.float32), _randn(1, 1, 10, 10, seed=1,
-                                                                 dtype=torch.float32)
+    x = _randn(1, 1, 10, 10, dtype=torch.float32)
+    logit = _randn(1, 1, 10, 10, seed=1, dtype=torch.float32)
     logit[0, 0, 4, 4] = float('nan')
     out, grad_x, grad_l = _grads(lambda a, b: lip2d(a, b, backend='triton'), (x, logit))
     assert out.isnan().sum() == 1 and out[0, 0, 2, 2].isnan()
@@ -88,7 +88,7 @@ def test_nan_stays_local():
     outside[0, 0, 3:6, 3:6] = False
     assert not grad_x[outside].isnan().any() and not grad_l[outside].isnan().any()
     x[0, 0, 4, 4] = float('nan')
-    alpha, lam = _randn(1).abs() .float() + 0.5, _randn(1, seed=2).abs().float() + 0.5
+    alpha, lam = _randn(1).abs().float() + 0.5, _randn(1, seed=2).abs().float() + 0.5
     for reward in ('sym', 'asym'):
         out = dpp2d(x, dpp_box_guide(x, 3, 2, 1), alpha, lam, reward, 3, 2, 1,
                     backend='triton')
