@@ -430,17 +430,22 @@ def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:
     return taps[0][:, None] * taps[1][None, :]
 
 
+def _uniform(*shape, generator: Optional[torch.Generator]) -> torch.Tensor:
+    # torch.rand's generator overload takes no symbolic sizes (torch.compile, dynamic shapes).
+    return torch.rand(shape) if generator is None else torch.rand(shape, generator=generator)
+
+
 def _s3_axis_indices(size: int, stride: int, grid_size: int,
                      generator: Optional[torch.Generator]) -> torch.Tensor:
     """Sorted random picks: ceil(len / stride) distinct positions from every grid cell."""
-    full_cells, tail = divmod(size, grid_size)
+    full_cells, tail = size // grid_size, size % grid_size  # divmod: not for symbolic sizes
     picks = []
     if full_cells:
-        keys = torch.rand(full_cells, grid_size, generator=generator)
+        keys = _uniform(full_cells, grid_size, generator=generator)
         chosen = keys.argsort(dim=1)[:, :grid_size // stride].sort(dim=1).values
         picks.append((chosen + torch.arange(full_cells)[:, None] * grid_size).flatten())
     if tail:
-        keys = torch.rand(tail, generator=generator)
+        keys = _uniform(tail, generator=generator)
         chosen = keys.argsort()[:-(-tail // stride)].sort().values
         picks.append(chosen + full_cells * grid_size)
     return torch.cat(picks)

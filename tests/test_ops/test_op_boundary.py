@@ -113,11 +113,11 @@ def test_no_graph_breaks(backend):
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
-@pytest.mark.parametrize('compiler', ['aot_eager', 'inductor'])
-def test_compiled_equals_eager_with_dynamic_shapes(compiler):
+def test_compiled_equals_eager_with_dynamic_shapes():
+    # Inductor runs on every layer in tests/test_models/test_compile.py.
     torch._dynamo.reset()
     module = _Pools('auto')
-    compiled = torch.compile(module, backend=compiler, fullgraph=True, dynamic=True)
+    compiled = torch.compile(module, backend='aot_eager', fullgraph=True, dynamic=True)
     for shape in ((2, 4, 9, 8), (1, 4, 12, 7)):
         x, logit = _inputs(shape)
         for got, expected in zip(_value_and_grads(compiled, x, logit),
