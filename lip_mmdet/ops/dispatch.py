@@ -21,6 +21,7 @@ backend           CPU tensors                 CUDA tensors            other devi
 The PyTorch-ops implementations have static shapes and never read tensor values on the host,
 so they add no device synchronisation.
 """
+import functools
 import importlib.util
 import os
 from typing import Sequence
@@ -40,6 +41,7 @@ def triton_interpreted() -> bool:
     return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
+@functools.lru_cache(maxsize=None)
 def _triton_installed() -> bool:
     return importlib.util.find_spec('triton') is not None
 

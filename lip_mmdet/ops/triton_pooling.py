@@ -26,7 +26,9 @@ import triton.language as tl
 __all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward']
 
 _BLOCK = 128
-_EPS_SQUARED = 1e-3  # DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this lazily)
+# DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this module lazily); kernels may
+# read only constexpr globals.
+_EPS_SQUARED = tl.constexpr(1e-3)
 
 
 def _grid(total):
@@ -271,10 +273,10 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     n, c, oh, ow = _unravel(offs, C, HO, WO)
-    sums = _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc,
-                            sxh, sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK,
-                            ACC)
-    tl.store(out_ptr + offs, (sums[8] / sums[7]).to(out_ptr.dtype.element_ty), mask=mask)
+    _, _, _, _, _, _, _, den, num = _dpp_window_sums(
+        x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
+        sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
+    tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
