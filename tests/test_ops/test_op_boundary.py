@@ -199,3 +199,21 @@ def test_flop_counter_counts_the_filter_guide_as_a_depthwise_convolution():
     with FlopCounterMode(display=False) as counter:
         out.sum().backward()
     assert counter.get_total_flops() == 2 * guide_flops
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_every_backend_saves_only_the_inputs(backend):
+    x, logit = _inputs()
+    module = _Pools(backend)
+    guide = dpp_filter_guide(x, module.weight, module.bias, 3, 2, 1, backend=backend)
+    calls = [(lambda: lip2d(x, logit, backend=backend), (x, logit)),
+             (lambda: dpp2d(x, guide, module.alpha, module.lam, 'asym', 3, 2, 1,
+                            backend=backend), (x, guide, module.alpha, module.lam)),
+             (lambda: dpp_filter_guide(x, module.weight, module.bias, 3, 2, 1,
+                                       backend=backend), (x, module.weight, module.bias))]
+    for call, inputs in calls:
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
+                                                      lambda t: t):
+            call()
+        assert sorted(t.data_ptr() for t in saved) == sorted(t.data_ptr() for t in inputs)
