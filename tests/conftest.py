@@ -1,8 +1,16 @@
 """Shared pytest fixtures."""
+import os
+
 import pytest
 import torch
 
-from lip_mmdet.datasets import DEMO_CLASSES, make_demo_dataset
+# Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on CPU
+# tensors. Triton must see the switch before it is first imported (mmdet's and Inductor's
+# imports can import it), hence here, before anything else; the other backends ignore it.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from lip_mmdet.datasets import DEMO_CLASSES, make_demo_dataset  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

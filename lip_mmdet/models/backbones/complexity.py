@@ -6,11 +6,13 @@ LIP-ResNet figures. Pooling arithmetic (LIP's exp and window sums, DPP's rewards
 counted; :func:`backbone_complexity` lists the ops it skipped.
 """
 import copy
+import math
 from typing import Dict, Sequence, Tuple, Union
 
 import torch
 from mmdet.registry import MODELS
 from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
 from torch import nn
 
 __all__ = ['IMAGENET_FC_PARAMS', 'build_backbone', 'stock_resnet_cfg', 'count_params',
@@ -44,6 +46,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _filter_guide_flops(inputs, outputs) -> int:
+    """Full-DPP's guide is a depthwise 3x3 convolution: 9 multiply-adds per output pixel."""
+    return 9 * math.prod(get_shape(outputs[0]))
+
+
 def count_flops(model: nn.Module, input_size: Tuple[int, int],
                 in_channels: int = 3) -> Tuple[int, Dict[str, int]]:
     """(FLOPs of one forward pass on a 1 x C x H x W input, {skipped op: calls})."""
@@ -54,6 +61,7 @@ def count_flops(model: nn.Module, input_size: Tuple[int, int],
         with torch.no_grad():
             analyzer = FlopAnalyzer(model, (inputs, ))
             analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            analyzer.set_op_handle('lip_mmdet::dpp_filter_guide', _filter_guide_flops)
             total = analyzer.total()
             skipped = dict(analyzer.unsupported_ops())
     finally:

@@ -141,13 +141,15 @@ class BottleneckShared(nn.Module):
     def __init__(self, in_channels: int, width: int = BOTTLENECK_WIDTH,
                  norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
+        # Out-of-place ReLUs: an in-place ReLU after InstanceNorm makes Inductor fail with
+        # dynamic shapes in training ("cannot determine truth value of Relational").
         self.logit = nn.Sequential(OrderedDict(
             conv1=nn.Conv2d(in_channels, width, 1, bias=False),
             bn1=_norm(norm_cfg, width),
-            relu1=nn.ReLU(inplace=True),
+            relu1=nn.ReLU(),
             conv2=nn.Conv2d(width, width, 3, padding=1, bias=False),
             bn2=_norm(norm_cfg, width),
-            relu2=nn.ReLU(inplace=True)))
+            relu2=nn.ReLU()))
         self.init_weights()
 
     def init_weights(self) -> None:
