@@ -72,11 +72,12 @@ def _header(args, cfg) -> str:
     batch = cfg.train_dataloader.batch_size
     iters = cfg.train_cfg.max_epochs * -(-data['num_train'] // batch)
     folder = osp.join(args.data, data_setting_name(**data))
+    epochs = cfg.train_cfg.max_epochs
     return '\n'.join([
         f'[demo] {osp.relpath(args.config)}',
         f'[demo] data: {data["num_train"]} train / {data["num_val"]} val images of '
         f'{data["image_size"]} px in {folder} (generated once, then reused)',
-        f'[demo] training: {cfg.train_cfg.max_epochs} epochs = {iters} iterations of batch '
+        f'[demo] training: {epochs} epoch{"s" * (epochs != 1)} = {iters} iterations of batch '
         f'{batch} on the CPU, then COCO evaluation with size bins',
         f'[demo] logs and results: {args.work_dir}'
         + ('' if args.verbose else ' (full mmengine log there; --verbose shows it here)'),

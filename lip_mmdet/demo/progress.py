@@ -99,15 +99,16 @@ class ProgressLineHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        if outputs is not None and 'loss' in outputs:
-            self._losses.append(float(outputs['loss']))
+        loss = (outputs or {}).get('loss')
+        if loss is not None:
+            self._losses.append(float(loss.detach() if hasattr(loss, 'detach') else loss))
         # the loop counts this iteration only after the hooks ran
         done, total = runner.iter + 1, runner.max_iters
         per_step, eta = self._speed_and_eta(done, total)
-        loss = (f'loss {sum(self._losses) / len(self._losses):.3f}  '
-                if self._losses else '')
+        mean_loss = (f'loss {sum(self._losses) / len(self._losses):.3f}  '
+                     if self._losses else '')
         self._show(f'train  epoch {runner.epoch + 1}/{runner.max_epochs}  iter {done}/{total}'
-                   f'  {loss}{per_step:.2f} s/it  ETA {_clock(eta)}', done, total)
+                   f'  {mean_loss}{per_step:.2f} s/it  ETA {_clock(eta)}', done, total)
 
     def before_val_epoch(self, runner) -> None:
         self._end_line()

@@ -143,23 +143,31 @@ def _size_columns(runs: Sequence[Dict]) -> List[str]:
     return columns
 
 
-def _bin_label(name: str, runs: Sequence[Dict]) -> str:
-    """``name``, its object side range in px when a report gave its area range, and its
-    ground-truth count(s)."""
-    label = name
+def _bin_sides(name: str, runs: Sequence[Dict]) -> Optional[str]:
+    """The object side range of bin ``name`` in px (e.g. ``16-32 px``) when a report gave
+    its area range, else None."""
     for run in runs:
         if name in run.get('bin_areas', {}):
             low, high = (float(v) ** 0.5 for v in run['bin_areas'][name])
             if high >= 1e4:
-                sides = f'> {low:.0f} px'
-            elif low == 0:
-                sides = f'< {high:.0f} px'
-            else:
-                sides = f'{low:.0f}-{high:.0f} px'
-            label = f'{name}\n({sides})'
-            break
-    counts = list(dict.fromkeys(run['num_gt'][name] for run in runs
-                                if name in run.get('num_gt', {})))
+                return f'> {low:.0f} px'
+            if low == 0:
+                return f'< {high:.0f} px'
+            return f'{low:.0f}-{high:.0f} px'
+    return None
+
+
+def _gt_counts(name: str, runs: Sequence[Dict]) -> List[int]:
+    """The distinct ground-truth counts the runs report for bin ``name``."""
+    return list(dict.fromkeys(run['num_gt'][name] for run in runs
+                              if name in run.get('num_gt', {})))
+
+
+def _bin_label(name: str, runs: Sequence[Dict]) -> str:
+    """Chart label: ``name``, its side range and its ground-truth count(s)."""
+    sides = _bin_sides(name, runs)
+    label = name if sides is None else f'{name}\n({sides})'
+    counts = _gt_counts(name, runs)
     if counts:
         label += '\nn=' + '/'.join(str(n) for n in counts)
     return label
@@ -179,24 +187,32 @@ def format_ap(value: Optional[float]) -> str:
     return NO_GT if value < 0 else f'{value:.3f}'
 
 
+_COCO_ROW_LABELS = {'mAP': 'AP', 'mAP_50': 'AP50', 'mAP_75': 'AP75',
+                    'mAP_s': 'AP_s (COCO, < 32 px)', 'mAP_m': 'AP_m (COCO, 32-96 px)',
+                    'mAP_l': 'AP_l (COCO, > 96 px)'}
+
+
 def format_comparison(runs: Sequence[Dict], names: Sequence[str]) -> str:
-    """Text table: one row per run (AP/AP50/AP75, COCO s/m/l, every size bin), then the
-    ground-truth objects per bin (one row when the runs agree, one per run otherwise)."""
+    """Text table with one column per run and one row per number (AP, AP50, AP75, COCO's
+    s/m/l, then every size bin), narrow enough for a terminal. A ``#gt`` column gives the
+    ground-truth objects per bin (one column per run when the runs disagree)."""
     bins = _size_columns(runs)
-    header = ['run', 'AP', 'AP50', 'AP75', 'AP_s', 'AP_m', 'AP_l'] + [f'AP_{b}' for b in bins]
-    rows = [header]
-    for name, run in zip(names, runs):
-        rows.append([name] + [format_ap(run['coco'].get(k)) for k in COCO_KEYS]
-                    + [format_ap(run['bins'].get(b)) for b in bins])
     counted = [(name, run['num_gt']) for name, run in zip(names, runs) if run.get('num_gt')]
     if gt_count_mismatch(runs, names) is None:
         counted = counted[:1]
-    for name, counts in counted:
-        label = '#gt' if len(counted) == 1 else f'#gt {name}'
-        rows.append([label] + [''] * len(COCO_KEYS)
-                    + [str(counts[b]) if b in counts else '-' for b in bins])
+    gt_titles = ['#gt' if len(counted) == 1 else f'#gt {name}' for name, _ in counted]
+    rows = [[''] + list(names) + gt_titles]
+    for key in COCO_KEYS:
+        rows.append([_COCO_ROW_LABELS[key]] + [format_ap(run['coco'].get(key)) for run in runs]
+                    + [''] * len(counted))
+    for name in bins:
+        sides = _bin_sides(name, runs)
+        rows.append([f'AP_{name}' + ('' if sides is None else f' ({sides})')]
+                    + [format_ap(run['bins'].get(name)) for run in runs]
+                    + [str(counts[name]) if name in counts else '-' for _, counts in counted])
     table = AsciiTable(rows)
-    table.inner_footing_row_border = len(counted) == 1
+    for column in range(1, len(rows[0])):
+        table.justify_columns[column] = 'right'
     text = table.table
     if any(NO_GT in row for row in rows):
         text += '\n' + NO_GT_NOTE

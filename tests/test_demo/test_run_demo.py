@@ -2,6 +2,8 @@
 import json
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 from mmengine.config import Config
@@ -29,7 +31,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     lines = printed.splitlines()
     # a header, progress lines, the summary; mmengine's log only in its file
     assert lines[0].startswith('[demo] ') and 'faster_rcnn_lip_r18_demo.py' in lines[0]
-    assert '1 epochs = 2 iterations of batch 2' in printed
+    assert '1 epoch = 2 iterations of batch 2' in printed
     assert any(line.startswith('train  epoch 1/1  iter 2/2  loss ') and 'ETA' in line
                for line in lines)
     assert any(line.startswith('val    batch 1/1') for line in lines)
@@ -59,12 +61,17 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (work_dir / 'ap_by_size.png').stat().st_size > 0
 
 
-def test_demo_bad_input_is_one_line(tmp_path, capsys):
-    code = _run_demo()['main'](['--data', str(tmp_path / 'data'), '--work-dir',
-                                str(tmp_path / 'work'), '--num-train', '-3'])
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_demo_bad_input_is_one_line(tmp_path):
+    """Exit 2 with one line on stderr: no traceback, and no warning from the libraries'
+    imports (pkg_resources' deprecation notice used to appear twice per run)."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'tools', 'run_demo.py'), '--data',
+         str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'work'), '--num-train', '-3'],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: num_train and num_val must be >= 0')
+    assert result.stdout == ''
     assert not (tmp_path / 'data').exists()
 
 

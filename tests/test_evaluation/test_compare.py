@@ -83,18 +83,25 @@ def test_missing_metrics_are_reported(work_dirs):
         load_run_metrics(str(work_dirs['empty'] / 'nope'))
 
 
+def _cells(table):
+    """{row label: [cells]} of a format_comparison table, and its header cells."""
+    rows = [[c.strip() for c in line.split('|')[1:-1]] for line in table.splitlines()
+            if line.startswith('|')]
+    return rows[0], {row[0]: row[1:] for row in rows[1:]}
+
+
 def test_table_and_chart(work_dirs, tmp_path):
     runs = [load_run_metrics(str(work_dirs[k]))
             for k in ('perfect', 'missing_tiny', 'scalars_only')]
     names = ['perfect', 'no tiny', 'stock']
     table = format_comparison(runs, names)
-    lines = table.splitlines()
-    assert 'AP_tiny' in lines[1] and 'AP_s' in lines[1]
-    assert lines[3].split('|')[1].strip() == 'perfect'
+    header, rows = _cells(table)
+    assert header == ['', 'perfect', 'no tiny', 'stock', '#gt']
+    assert max(len(line) for line in table.splitlines()) <= 80  # fits a terminal
+    assert rows['AP'][:3] == ['1.000', '0.663', '0.300']
     # the stock run has no bins: '-' there, and its COCO small AP is shown
-    stock_row = [c.strip() for c in lines[5].split('|')[1:-1]]
-    assert stock_row[:2] == ['stock', '0.300'] and stock_row[4] == '0.150'
-    assert stock_row[-1] == '-'
+    assert rows['AP_s (COCO, < 32 px)'][2] == '0.150'
+    assert rows['AP_tiny (< 16 px)'] == ['1.000', '0.000', '-', '1']
     out = plot_ap_by_size(runs, names, str(tmp_path / 'chart.png'))
     with Image.open(out) as image:
         assert image.size[0] > 300 and image.size[1] > 200
@@ -104,15 +111,15 @@ def test_gt_counts_in_table_and_empty_bins_marked(work_dirs):
     runs = [load_run_metrics(str(work_dirs[k])) for k in ('perfect', 'missing_tiny')]
     assert runs[0]['num_gt'] == dict(tiny=1, small=1, medium=1, large=0)
     assert gt_count_mismatch(runs, ['a', 'b']) is None
-    lines = format_comparison(runs, ['a', 'b']).splitlines()
-    gt_rows = [line for line in lines if '#gt' in line]
-    assert len(gt_rows) == 1
-    assert [c.strip() for c in gt_rows[0].split('|')[-5:-1]] == ['1', '1', '1', '0']
+    table = format_comparison(runs, ['a', 'b'])
+    header, rows = _cells(table)
+    assert header == ['', 'a', 'b', '#gt']
+    assert [rows[label][-1] for label in rows if label.startswith('AP_')][-4:] == [
+        '1', '1', '1', '0']
     # the large bin has no ground truth: n/a (explained below the table), not -1.000
-    perfect_row = [c.strip() for c in lines[3].split('|')[1:-1]]
-    assert perfect_row[-1] == 'n/a'
-    assert lines[-1].startswith('n/a: no ground truth in this bin')
-    assert '-1.000' not in '\n'.join(lines)
+    assert rows['AP_large (> 96 px)'] == ['n/a', 'n/a', '0']
+    assert table.splitlines()[-1].startswith('n/a: no ground truth in this bin')
+    assert '-1.000' not in table
 
 
 def test_chart_labels_show_counts_and_noise():
@@ -158,7 +165,9 @@ def test_cli_warns_about_different_validation_sets(work_dirs, tmp_path, capsys):
     assert code == 0
     assert printed.err.startswith('warning: the runs were evaluated on different validation')
     assert 'tiny 2' in printed.err
-    assert '#gt perfect' in printed.out and '#gt other_val' in printed.out
+    header, rows = _cells(printed.out.split('\n', 2)[2].rsplit('\nbar chart', 1)[0])
+    assert header[-2:] == ['#gt perfect', '#gt other_val']
+    assert rows['AP_tiny (< 16 px)'][-2:] == ['1', '2']
 
 
 def test_cli_user_errors_are_one_line(work_dirs, tmp_path, capsys):
