@@ -1,17 +1,19 @@
 import hashlib
 import json
 import os
+import runpy
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools.coco import COCO
-
-import torch
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name, make_demo_dataset
 from lip_mmdet.demo import data as demo_data
 from lip_mmdet.evaluation import SizeAwareCocoMetric
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _digest(root):
@@ -287,3 +289,22 @@ def test_segm_evaluation_on_the_demo_data(tiny_coco, tmp_path):
         else:
             assert results['coco/segm_mAP'] < 0.7
     assert num_gt['true'] == num_gt['boxes']
+
+
+def test_make_demo_dataset_tool(tmp_path, capsys):
+    main = runpy.run_path(os.path.join(REPO, 'tools', 'data', 'make_demo_dataset.py'),
+                          run_name='tool')['main']
+    args = ['--out', str(tmp_path / 'd'), '--num-train', '2', '--num-val', '1', '--size',
+            '1000', '32', '--no-progress']
+    assert main(args) == 0
+    assert f'data_root: {tmp_path / "d"}' in capsys.readouterr().out
+    before = _digest(tmp_path / 'd')
+    for bad_args, message in ((args + ['--seed', '1'], 'already holds other files'),
+                              (args[:6] + ['--size', '1', '2', '3'], '--size takes S or H W'),
+                              (args[:6] + ['--size', '20'], 'at least 32')):
+        assert main(bad_args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+    assert _digest(tmp_path / 'd') == before
+    assert main(args + ['--seed', '1', '--overwrite']) == 0
+    assert _digest(tmp_path / 'd') != before
