@@ -269,8 +269,10 @@ def _render_image(rng: np.random.Generator, height: int, width: int,
         hue = None
         if rng.random() < _CLASS_HUE_PROB:
             hue = _CLASS_HUES[label] + rng.uniform(-_CLASS_HUE_JITTER, _CLASS_HUE_JITTER)
+        # colour before flip: the random stream's order decides the images' bytes
+        colour = _random_vivid_colour(rng, hue)
         flip = bool(rng.integers(2))
-        _draw_shape(draw, label, box, _random_vivid_colour(rng, hue), flip=flip)
+        _draw_shape(draw, label, box, colour, flip=flip)
         placed.append(box)
         objects.append((label, box, _shape_polygon(label, box, flip)))
     pixels = np.asarray(canvas, dtype=np.float64)
