@@ -10,7 +10,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-from lip_mmdet.datasets import DEMO_CLASSES, make_demo_dataset  # noqa: E402
+from lip_mmdet.demo import DEMO_CLASSES, make_demo_dataset  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

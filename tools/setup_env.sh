@@ -45,6 +45,11 @@ PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off -c "$RO
 begin "installing build tools"
 "${PIP[@]}" -q setuptools wheel ninja
 
+# numpy before torch: importing a torch that finds no numpy prints "Failed to initialize
+# NumPy" (the torch version check below imports it)
+begin "installing numpy<2"
+"${PIP[@]}" -q "numpy<2"
+
 if [ "$SYSTEM_TORCH" = 1 ]; then
     begin "using the torch that $PYTHON already has"
     "$PY" -c 'import torch' 2>/dev/null || { echo "LIP_MMDET_SYSTEM_TORCH=1 but $PYTHON has no torch" >&2; exit 1; }
@@ -55,8 +60,8 @@ fi
 torch_tag="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
-begin "installing numpy<2, mmengine, pycocotools, pytest, ruff"
-"${PIP[@]}" -q "numpy<2" "mmengine==0.10.7" "pycocotools>=2.0.8" pytest "ruff==0.17.6" \
+begin "installing mmengine, pycocotools, pytest, ruff"
+"${PIP[@]}" -q "mmengine==0.10.7" "pycocotools>=2.0.8" pytest "ruff==0.17.6" \
     addict packaging Pillow pyyaml yapf matplotlib tqdm
 
 wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-$py_tag-torch$torch_tag"

@@ -18,12 +18,14 @@ import ctypes
 import functools
 import gc
 import json
+import logging
 import os
 import os.path as osp
 import platform
 import statistics
 
 import torch
+from mmengine.logging import MMLogger
 
 from lip_mmdet.utils.benchmark import cuda_peak_bytes, time_ms
 
@@ -92,21 +94,40 @@ def peak_memory_mb(model, x, device, passes):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
                         help='registered backbone types; the first is the baseline')
-    parser.add_argument('--depth', type=int, default=50)
-    parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--depth', type=int, default=50, help='ResNet depth of every model')
+    parser.add_argument('--batch', type=int, default=2, help='images per pass')
+    parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
+                        help='input height and width')
+    parser.add_argument('--repeats', type=int, default=10, help='timed rounds (median)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds first')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (CUDA events)")
     parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
                         help='bfloat16: passes run under torch.autocast')
-    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
+                        help='CPU threads (torch.set_num_threads)')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
-    parser.add_argument('--out', default='work_dirs/benchmark_backbone.json')
+    parser.add_argument('--out', default='work_dirs/benchmark_backbone.json',
+                        help='JSON report with all samples and ratios')
+    parser.add_argument('--verbose', action='store_true',
+                        help="show mmengine's weight-initialisation log (hundreds of lines)")
     return parser.parse_args()
+
+
+@contextlib.contextmanager
+def _quiet_mmengine(quiet: bool):
+    """Hide mmengine's INFO log (one line per initialised parameter) while models build."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def main():
@@ -117,7 +138,8 @@ def main():
     passes = (functools.partial(forward, dtype=dtype), functools.partial(train_step, dtype=dtype))
     shape = (args.batch, 3, *args.size)
     torch.manual_seed(0)
-    models = {name: build(name, args.depth).to(device) for name in args.models}
+    with _quiet_mmengine(not args.verbose):
+        models = {name: build(name, args.depth).to(device) for name in args.models}
     x = torch.randn(*shape, device=device)
     times = {name: {'fwd': [], 'fwd_bwd': []} for name in models}
     for round_idx in range(args.warmup + args.repeats):

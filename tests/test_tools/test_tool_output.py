@@ -1,0 +1,48 @@
+"""What the tools print: set-up order, and benchmark_backbone.py's quiet default and help."""
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_setup_installs_numpy_before_anything_imports_torch():
+    """A torch imported before numpy exists prints 'Failed to initialize NumPy'."""
+    with open(os.path.join(REPO, 'tools', 'setup_env.sh')) as f:
+        lines = f.read().splitlines()
+    numpy_install = next(i for i, line in enumerate(lines)
+                         if line.startswith('"${PIP[@]}"') and '"numpy<2"' in line)
+    torch_uses = [i for i, line in enumerate(lines)
+                  if re.search(r'import torch|"torch==', line) and not line.startswith('#')]
+    assert torch_uses and numpy_install < min(torch_uses)
+
+
+def _benchmark(*args):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, 'tools', 'analysis', 'benchmark_backbone.py'),
+         *args], capture_output=True, text=True, env=env, cwd=REPO, check=True)
+
+
+def test_benchmark_backbone_is_quiet_unless_verbose(tmp_path):
+    args = ['--models', 'ResNet', 'LIPResNet', '--depth', '18', '--batch', '1', '--size',
+            '64', '64', '--repeats', '1', '--warmup', '0', '--threads', '1', '--no-memory',
+            '--out', str(tmp_path / 'bench.json')]
+    quiet = _benchmark(*args)
+    quiet_lines = (quiet.stdout + quiet.stderr).strip().splitlines()
+    # title, header, one row per model, the JSON path
+    assert len(quiet_lines) <= 6, quiet_lines
+    assert quiet_lines[-1].startswith('wrote ')
+    verbose = _benchmark(*args, '--verbose')
+    verbose_text = verbose.stdout + verbose.stderr
+    assert len(verbose_text.splitlines()) > 50  # mmengine's per-parameter init log
+    assert 'LIPResNet' in verbose_text.splitlines()[-2]
+
+
+def test_benchmark_backbone_help_has_descriptions_and_defaults():
+    text = ' '.join(_benchmark('--help').stdout.split())
+    for option, default in (('--depth', '50'), ('--batch', '2'), ('--repeats', '10'),
+                            ('--warmup', '2'), ('--out', 'work_dirs/benchmark_backbone.json')):
+        assert re.search(rf'{option} \S+ [^-]+\(default: {re.escape(default)}\)', text), option
+    assert '--verbose' in text and 'initialisation log' in text
