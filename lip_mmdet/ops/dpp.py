@@ -26,7 +26,8 @@ from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_window,
                         pooled_size, window_views)
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
-           'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED']
+           'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',
+           'dpp_window_weights']
 
 DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
@@ -71,8 +72,9 @@ def _check_channel_param(value, name, channels):
                          f'{tuple(value.shape)}')
 
 
-def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
-    """PyTorch-ops form (autograd does the backward): softmax of log-weights per window."""
+def _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
+    """Normalised window weights (K, N, C, Ho, Wo) and the windows they weigh, both in the
+    compute dtype: softmax of log-weights per window (0 on padding taps)."""
     dtype = compute_dtype(x.dtype)
     xc, gc = x.to(dtype), guide.to(dtype)
     alpha, lam = alpha.reshape(1, -1, 1, 1).to(dtype), lam.reshape(1, -1, 1, 1).to(dtype)
@@ -86,7 +88,13 @@ def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
     window_mean = (penalty * valid).sum(0) / valid.sum(0)
     log_reward = penalty.log() - window_mean.log()
     log_weight = torch.logaddexp(alpha.log(), lam * 0.5 * log_reward)
-    weight = torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0)
+    return torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0), windows
+
+
+def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
+    """PyTorch-ops form (autograd does the backward)."""
+    weight, windows = _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, stride, pads,
+                                         out_size)
     return (weight * windows).sum(0).to(x.dtype)
 
 
@@ -345,3 +353,24 @@ def check_s3_args(stride: int, grid_size: int) -> None:
             raise ValueError(f'{name} must be a positive int, got {value!r}')
     if grid_size % stride:
         raise ValueError(f'grid_size ({grid_size}) must be a multiple of stride ({stride})')
+
+
+def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor,
+                       lam: torch.Tensor, reward: str = 'asym', kernel_size: IntPair = 2,
+                       stride: IntPair = 2, padding=0) -> torch.Tensor:
+    """The normalised weights :func:`dpp2d` gives each pixel of each window.
+
+    Computed by the same function as ``dpp2d``'s PyTorch path, so
+    ``(weights * windows).sum(2)`` is ``dpp2d``'s output. Arguments as :func:`dpp2d`.
+
+    Returns:
+        (N, C, Kh * Kw, Ho, Wo), window taps in row-major order; each window's weights sum
+        to 1 and padding taps are 0. Compute dtype (float32 for half inputs).
+    """
+    check_feature_map(x, 'x')
+    if reward not in DPP_REWARDS:
+        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
+    weight, _ = _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, step, pads, out_size)
+    return weight.permute(1, 2, 0, 3, 4)

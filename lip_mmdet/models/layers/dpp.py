@@ -18,19 +18,26 @@ from torch import nn
 
 from lip_mmdet.ops import (DPP_REWARDS, check_s3_args, dpp2d, dpp_box_guide,
                            dpp_filter_box_init, dpp_filter_guide, dpp_same_padding, s3_sample)
-from lip_mmdet.ops.pool_args import IntPair, check_window
+from lip_mmdet.ops import dpp_window_weights
+from lip_mmdet.ops.pool_args import IntPair, as_pads, check_window, to_pair
+from .pool_weights import PoolingWeightsMixin
 
 __all__ = ['LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX']
 
 LOG_ALPHA_MAX = 10.0
 
 
-class _DPPBase(nn.Module):
+class _DPPBase(PoolingWeightsMixin, nn.Module):
     """Shared parameters and checks; subclasses define ``guide(x)``.
 
     ``padding`` is an int or (h, w) as in ``F.avg_pool2d``, or 'same' (stride 1 only: output
     size = input size, the extra padding of even windows at the bottom/right).
+
+    ``window_weights(x)`` returns the normalised weights the layer pools with, (N, C,
+    Kh * Kw, Ho, Wo), and ``importance(x)`` the per-pixel importance relative to average
+    pooling, (N, C, H, W) (see ``pool_weights.py``).
     """
+    pool_kind = 'dpp'
 
     def __init__(self, channels: int, reward: str, kernel_size: IntPair, stride: IntPair,
                  padding: Union[IntPair, str]):
@@ -65,13 +72,29 @@ class _DPPBase(nn.Module):
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window."""
+    @property
+    def pool_window(self) -> dict:
+        pads = self.padding if isinstance(self.padding, tuple) and len(self.padding) == 4 \
+            else as_pads(to_pair(self.padding, 'padding'))
+        return dict(kernel_size=to_pair(self.kernel_size, 'kernel_size'),
+                    stride=to_pair(self.stride, 'stride'), padding=pads)
+
+    def pool_inputs(self, x: torch.Tensor) -> tuple:
+        """(guide, alpha, lambda) that ``forward`` pools ``x`` (N, C, H, W) with."""
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'{type(self).__name__} expects (N, {self.channels}, H, W), got '
                              f'{tuple(x.shape)}')
-        return dpp2d(x, self.guide(x), self.alpha, self.lam, self.reward, self.kernel_size,
-                     self.stride, self.padding)
+        return self.guide(x), self.alpha, self.lam
+
+    def window_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised window weights: (N, C, H, W) -> (N, C, Kh * Kw, Ho, Wo)."""
+        return dpp_window_weights(x, *self.pool_inputs(x), self.reward, self.kernel_size,
+                                  self.stride, self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window."""
+        return dpp2d(x, *self.pool_inputs(x), self.reward, self.kernel_size, self.stride,
+                     self.padding)
 
     def extra_repr(self) -> str:
         return (f'{self.channels}, reward={self.reward!r}, kernel_size={self.kernel_size}, '
