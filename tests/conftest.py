@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lip_mmdet.datasets import DEMO_CLASSES, make_demo_dataset
+from lip_mmdet.demo import DEMO_CLASSES, make_demo_dataset
 
 
 @pytest.fixture(autouse=True)

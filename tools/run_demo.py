@@ -1,93 +1,108 @@
 #!/usr/bin/env python
-"""The embedded demo (``make demo``): data, CPU training, evaluation, report, plot.
+"""Run the embedded CPU demo: generate the small-object data, train, evaluate, chart.
 
-1. generates the small-object dataset the config's ``demo_data`` describes (kept when it
-   already exists with the same parameters);
-2. trains the config with tools/train.py's code; the last epoch ends with the evaluation,
-   which prints COCO's table (AP, AP_s, ...) and the size-binned table;
-3. prints the run's AP table and writes the AP-by-size bar chart.
-
-    python tools/run_demo.py [--config CFG] [--work-dir DIR] [--data DIR]
-        [--num-train N --num-val N --epochs E] [--cfg-options KEY=VALUE ...]
-
-docs/demo.md has the expected numbers and time.
+The data goes to its own folder per data setting (<data>/<setting>/, reused when it exists),
+training runs with tools/train.py's checks and the schedule fitted to --epochs and
+--num-train, and the evaluation's numbers end in a short summary with the AP-by-size chart.
+mmengine's full log stays in the work dir (on screen with --verbose). docs/demo.md has the
+measured numbers and time.
 """
 import argparse
 import os.path as osp
 import sys
-import time
+import warnings
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmengine.config import Config  # noqa: E402
+# pkg_resources' deprecation notice comes from an import inside a dependency, at every run,
+# and says nothing about the demo
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from lip_mmdet.datasets import make_demo_dataset  # noqa: E402
-from lip_mmdet.evaluation import (format_comparison, load_run_metrics,  # noqa: E402
-                                  plot_ap_by_size)
-from lip_mmdet.utils.launch import train_main  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from lip_mmdet.demo import data_setting_name, demo_config, train_demo  # noqa: E402
+from lip_mmdet.evaluation import format_comparison, plot_ap_by_size  # noqa: E402
+from lip_mmdet.utils import PreflightError  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'faster_rcnn_lip_r18_demo.py')
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults; flags and options whose help names their default get none."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, {}):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Run the embedded CPU demo')
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
-    parser.add_argument('--work-dir', default='work_dirs/demo_lip_r18')
-    parser.add_argument('--data', default='data/demo', help='dataset folder')
-    parser.add_argument('--num-train', type=int, help="override demo_data['num_train']")
-    parser.add_argument('--num-val', type=int, help="override demo_data['num_val']")
-    parser.add_argument('--epochs', type=int, help='override train_cfg.max_epochs')
-    parser.add_argument('--name', default=None, help='run name in the table and chart')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                        help='passed on to tools/train.py (after the demo\'s own)')
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument('--config', help='demo config (configs/demo/*.py; its demo_data '
+                        'dict describes the data) (default: this repository\'s '
+                        'configs/demo/faster_rcnn_lip_r18_demo.py)')
+    parser.add_argument('--work-dir', default='work_dirs/demo_lip_r18',
+                        help='logs, checkpoint, size_aware_metrics.json and the chart')
+    parser.add_argument('--data', default='data/demo',
+                        help='folder holding one dataset folder per data setting')
+    parser.add_argument('--num-train', type=int,
+                        help="training images (default: the config's demo_data)")
+    parser.add_argument('--num-val', type=int,
+                        help="validation images (default: the config's demo_data)")
+    parser.add_argument('--epochs', type=int,
+                        help='training epochs; the learning-rate schedule, evaluation and '
+                        "checkpoint follow (default: the config's)")
+    parser.add_argument('--seed', type=int, help="randomness.seed (default: the config's)")
+    parser.add_argument('--name', help='run name in the table and chart (default: the '
+                        'config file name)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="print mmengine's full log instead of a progress line")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE',
+                        help="config settings merged last, e.g. train_dataloader.batch_size=2")
+    args = parser.parse_args(argv)
+    args.config = args.config or DEFAULT_CONFIG
+    return args
 
 
-def _data_options(data_root: str) -> dict:
-    """Point every dataloader and evaluator of the config at ``data_root``."""
-    root = data_root.rstrip('/') + '/'
-    val_ann = root + 'annotations/instances_val.json'
-    return {
-        'train_dataloader.dataset.data_root': root,
-        'val_dataloader.dataset.data_root': root,
-        'test_dataloader.dataset.data_root': root,
-        'val_evaluator.ann_file': val_ann,
-        'test_evaluator.ann_file': val_ann,
-    }
+def _header(args, cfg) -> str:
+    data = cfg.demo_data
+    batch = cfg.train_dataloader.batch_size
+    iters = cfg.train_cfg.max_epochs * -(-data['num_train'] // batch)
+    folder = osp.join(args.data, data_setting_name(**data))
+    return '\n'.join([
+        f'[demo] {osp.relpath(args.config)}',
+        f'[demo] data: {data["num_train"]} train / {data["num_val"]} val images of '
+        f'{data["image_size"]} px in {folder} (generated once, then reused)',
+        f'[demo] training: {cfg.train_cfg.max_epochs} epochs = {iters} iterations of batch '
+        f'{batch} on the CPU, then COCO evaluation with size bins',
+        f'[demo] logs and results: {args.work_dir}'
+        + ('' if args.verbose else ' (full mmengine log there; --verbose shows it here)'),
+    ])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    start = time.perf_counter()
-    demo_data = dict(Config.fromfile(args.config).get('demo_data', {}))
-    if args.num_train is not None:
-        demo_data['num_train'] = args.num_train
-    if args.num_val is not None:
-        demo_data['num_val'] = args.num_val
-    print(f'[demo] dataset {args.data}: {demo_data}')
-    make_demo_dataset(args.data, reuse_existing=True, **demo_data)
-
-    options = _data_options(args.data)
-    if args.epochs is not None:
-        options.update({'train_cfg.max_epochs': args.epochs,
-                        'train_cfg.val_interval': args.epochs})
-    train_argv = [args.config, '--work-dir', args.work_dir, '--cfg-options'] + [
-        f'{key}={value}' for key, value in options.items()] + args.cfg_options
-    print(f'[demo] training: tools/train.py {" ".join(train_argv)}')
-    code = train_main(train_argv)
-    if code != 0:
-        return code
+    options = dict(config=args.config, work_dir=args.work_dir, epochs=args.epochs,
+                   num_train=args.num_train, num_val=args.num_val, seed=args.seed,
+                   cfg_options=args.cfg_options)
+    try:
+        print(_header(args, demo_config(**options)), flush=True)
+        run = train_demo(data_parent=args.data, verbose=args.verbose, **options)
+    except (PreflightError, ValueError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
 
     name = args.name or osp.splitext(osp.basename(args.config))[0]
-    run = load_run_metrics(args.work_dir)
-    print(f'[demo] results ({run["source"]}):')
-    print(format_comparison([run], [name]))
     chart = plot_ap_by_size([run], [name], osp.join(args.work_dir, 'ap_by_size.png'),
                             title=f'{name}: bbox AP by object size')
+    print(f'\n[demo] results ({run["source"]}):')
+    print(format_comparison([run], [name]))
     print(f'[demo] AP-by-size chart: {chart}')
-    print(f'[demo] bbox_mAP {run["coco"]["mAP"]:.3f}, total time '
-          f'{time.perf_counter() - start:.0f} s')
+    print(f'[demo] full log: {run["log_file"]}')
+    print(f'[demo] bbox_mAP {run["coco"]["mAP"]:.3f}, total time {run["seconds"]:.0f} s')
     return 0
 
 

@@ -4,14 +4,17 @@
 # schedule that fits a 2-core CPU in about 6 minutes (docs/demo.md has the numbers).
 _base_ = '../faster_rcnn_lip_r50.py'
 
-from lip_mmdet.datasets import DEMO_CLASSES  # noqa: E402
+from lip_mmdet.demo import DEMO_CLASSES, data_setting_name  # noqa: E402
 
-data_root = 'data/demo/'
 image_size = 192
-# What tools/run_demo.py generates (lip_mmdet.datasets.make_demo_dataset arguments).
+# What tools/run_demo.py generates (lip_mmdet.demo.make_demo_dataset arguments), in a
+# folder of its own per setting: data/demo/v4_train400_val100_192x192_obj6-16_seed0_jpg/
 demo_data = dict(num_train=400, num_val=100, image_size=image_size,
                  objects_per_image=(6, 16), seed=0)
+data_root = f'data/demo/{data_setting_name(**demo_data)}/'
 fpn_channels = 64
+# The schedule below is written for these epochs; tools/run_demo.py --epochs / --num-train
+# refit all of it (lip_mmdet.demo.fit_schedule): cosine length, warm-up share, intervals.
 num_epochs = 4
 train_batch_size = 4
 

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 from terminaltables import AsciiTable
 
-__all__ = ['load_run_metrics', 'format_comparison', 'plot_ap_by_size', 'REPORT_FILE']
+__all__ = ['NO_GT', 'NO_GT_NOTE', 'REPORT_FILE', 'format_ap', 'format_comparison',
+           'gt_count_mismatch', 'load_run_metrics', 'plot_ap_by_size']
 
 REPORT_FILE = 'size_aware_metrics.json'
 COCO_KEYS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
@@ -27,16 +28,29 @@ _COCO_SIZE_LABELS = {'mAP_s': 'COCO small (<32²)', 'mAP_m': 'COCO medium',
 
 
 def _from_report(path: str, metric: str) -> Optional[Dict]:
-    with open(path) as f:
-        report = json.load(f)
+    """A run's numbers from its report; None when the report has no ``metric`` numbers
+    because that metric was not evaluated (the scalar logs may still have them)."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except ValueError:
+        raise ValueError(f'{path} is empty or not valid JSON (was the evaluation '
+                         f'interrupted while writing it?)') from None
+    if not isinstance(report, dict):
+        raise ValueError(f'{path} is not a {REPORT_FILE} report (a JSON object)')
+    if metric in report.get('no_predictions', ()):
+        raise ValueError(f'{path}: the evaluation had no {metric} predictions (the model '
+                         f'detected nothing), so there are no {metric} numbers to compare')
     coco = {k[len(metric) + 1:]: v for k, v in report.get('coco', {}).items()
             if k.startswith(f'{metric}_')}
     bins_report = report.get('metrics', {}).get(metric)
     if 'mAP' not in coco or bins_report is None:
         return None
+    bins = bins_report['bins']
     return dict(coco={k: coco[k] for k in COCO_KEYS if k in coco},
-                bins={name: entry['AP'] for name, entry in bins_report['bins'].items()},
-                bin_areas={name: entry['area'] for name, entry in bins_report['bins'].items()},
+                bins={name: entry['AP'] for name, entry in bins.items()},
+                bin_areas={name: entry['area'] for name, entry in bins.items()},
+                num_gt={name: entry['num_gt'] for name, entry in bins.items()},
                 source=path, epoch=report.get('epoch'), iter=report.get('iter'))
 
 
@@ -74,15 +88,23 @@ def _last_record_with(path: str, key_pattern: re.Pattern) -> Optional[Dict]:
 
 def load_run_metrics(work_dir: str, metric: str = 'bbox') -> Dict:
     """AP numbers of one run: ``{'coco': {mAP, mAP_50, ...}, 'bins': {name: AP},
-    'source': path}`` (from a report also ``'bin_areas': {name: [lo, hi]}``); raises
-    FileNotFoundError naming what was searched."""
+    'source': path}``; from a report also ``'bin_areas': {name: [lo, hi]}`` and
+    ``'num_gt': {name: ground-truth objects}``.
+
+    Raises:
+        FileNotFoundError: the work dir does not exist or holds no ``metric`` numbers.
+        ValueError: the report is unreadable or records that there were no predictions.
+    """
     if not osp.isdir(work_dir):
         raise FileNotFoundError(f'work dir {work_dir!r} does not exist')
     report_path = osp.join(work_dir, REPORT_FILE)
+    evaluated = None
     if osp.isfile(report_path):
         run = _from_report(report_path, metric)
         if run is not None:
             return run
+        with open(report_path) as f:
+            evaluated = sorted(json.load(f).get('metrics', {}))
     key_pattern = re.compile(rf'(?:^|/){re.escape(metric)}_mAP$')
     candidates = (glob.glob(osp.join(work_dir, '*', 'vis_data', '*.json'))
                   + glob.glob(osp.join(work_dir, '*', '*.json')))
@@ -92,9 +114,25 @@ def load_run_metrics(work_dir: str, metric: str = 'bbox') -> Dict:
             run = _from_scalars(record, metric)
             run.update(source=path, epoch=record.get('epoch'), iter=record.get('step'))
             return run
+    if evaluated:
+        raise FileNotFoundError(
+            f'no {metric} metrics in {work_dir!r}: the run was evaluated for '
+            f'{", ".join(evaluated)} only ({report_path})')
     raise FileNotFoundError(
         f'no {metric} metrics in {work_dir!r}: looked for {REPORT_FILE} and for '
-        f'"{metric}_mAP" in */vis_data/*.json and */*.json')
+        f'"{metric}_mAP" in */vis_data/*.json and */*.json (has the run been evaluated?)')
+
+
+def gt_count_mismatch(runs: Sequence[Dict], names: Sequence[str]) -> Optional[str]:
+    """A warning when runs that report ground-truth counts per bin report different ones
+    (they were evaluated on different validation sets); None when they agree."""
+    counted = [(name, run['num_gt']) for name, run in zip(names, runs) if run.get('num_gt')]
+    if len({tuple(sorted(counts.items())) for _, counts in counted}) <= 1:
+        return None
+    listed = '; '.join(f'{name}: ' + ', '.join(f'{b} {n}' for b, n in counts.items())
+                       for name, counts in counted)
+    return (f'the runs were evaluated on different validation sets (ground-truth objects '
+            f'per bin differ: {listed}); their APs are not directly comparable')
 
 
 def _size_columns(runs: Sequence[Dict]) -> List[str]:
@@ -106,7 +144,9 @@ def _size_columns(runs: Sequence[Dict]) -> List[str]:
 
 
 def _bin_label(name: str, runs: Sequence[Dict]) -> str:
-    """``name`` plus its object side range in px when a report gave its area range."""
+    """``name``, its object side range in px when a report gave its area range, and its
+    ground-truth count(s)."""
+    label = name
     for run in runs:
         if name in run.get('bin_areas', {}):
             low, high = (float(v) ** 0.5 for v in run['bin_areas'][name])
@@ -116,30 +156,69 @@ def _bin_label(name: str, runs: Sequence[Dict]) -> str:
                 sides = f'< {high:.0f} px'
             else:
                 sides = f'{low:.0f}-{high:.0f} px'
-            return f'{name}\n({sides})'
-    return name
+            label = f'{name}\n({sides})'
+            break
+    counts = list(dict.fromkeys(run['num_gt'][name] for run in runs
+                                if name in run.get('num_gt', {})))
+    if counts:
+        label += '\nn=' + '/'.join(str(n) for n in counts)
+    return label
 
 
-def _cell(value) -> str:
-    return '-' if value is None else f'{value:.3f}'
+# AP of -1 is COCO's marker for "no ground truth in this bin": AP is undefined there. The
+# reports and logged scalars keep -1 (JSON has no NaN); tables print this instead (mmdet's
+# per-class table prints nan for the same case).
+NO_GT = 'n/a'
+NO_GT_NOTE = f'{NO_GT}: no ground truth in this bin, AP undefined (-1 in JSON and logs, as COCO)'
+
+
+def format_ap(value: Optional[float]) -> str:
+    """A table cell: 3 decimals, ``n/a`` for -1 (no ground truth), ``-`` for no value."""
+    if value is None:
+        return '-'
+    return NO_GT if value < 0 else f'{value:.3f}'
 
 
 def format_comparison(runs: Sequence[Dict], names: Sequence[str]) -> str:
-    """Text table: one row per run, AP/AP50/AP75, COCO s/m/l and every size bin."""
+    """Text table: one row per run (AP/AP50/AP75, COCO s/m/l, every size bin), then the
+    ground-truth objects per bin (one row when the runs agree, one per run otherwise)."""
     bins = _size_columns(runs)
     header = ['run', 'AP', 'AP50', 'AP75', 'AP_s', 'AP_m', 'AP_l'] + [f'AP_{b}' for b in bins]
     rows = [header]
     for name, run in zip(names, runs):
-        rows.append([name] + [_cell(run['coco'].get(k)) for k in COCO_KEYS]
-                    + [_cell(run['bins'].get(b)) for b in bins])
-    return AsciiTable(rows).table
+        rows.append([name] + [format_ap(run['coco'].get(k)) for k in COCO_KEYS]
+                    + [format_ap(run['bins'].get(b)) for b in bins])
+    counted = [(name, run['num_gt']) for name, run in zip(names, runs) if run.get('num_gt')]
+    if gt_count_mismatch(runs, names) is None:
+        counted = counted[:1]
+    for name, counts in counted:
+        label = '#gt' if len(counted) == 1 else f'#gt {name}'
+        rows.append([label] + [''] * len(COCO_KEYS)
+                    + [str(counts[b]) if b in counts else '-' for b in bins])
+    table = AsciiTable(rows)
+    table.inner_footing_row_border = len(counted) == 1
+    text = table.table
+    if any(NO_GT in row for row in rows):
+        text += '\n' + NO_GT_NOTE
+    return text
+
+
+def _noise(ap: float, num_gt: Optional[int]) -> float:
+    """sqrt(AP (1 - AP) / n): the binomial standard error of a rate measured on n objects,
+    a rough scale for how much a bin's AP can move when its few objects change."""
+    if not num_gt or ap is None or ap < 0:
+        return 0.0
+    return (ap * (1 - ap) / num_gt) ** 0.5
 
 
 def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
                     title: str = 'AP by object size') -> str:
     """Grouped bar chart (one group per size bin, one bar per run) saved to ``out_file``.
 
-    A value of -1 (no ground truth of that size) or a missing bin draws no bar.
+    Bins are labelled with their ground-truth count ``n`` and, where the run reports it,
+    each bar carries an error bar of +-sqrt(AP (1 - AP) / n), so that a bin with a handful
+    of objects shows how little its AP differences mean. A value of -1 (no ground truth of
+    that size) or a missing bin draws no bar.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -149,29 +228,40 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
     if bins:
         labels = [_bin_label(b, runs) for b in bins]
         values = [[run['bins'].get(b) for b in bins] for run in runs]
+        errors = [[_noise(run['bins'].get(b), run.get('num_gt', {}).get(b)) for b in bins]
+                  for run in runs]
     else:
         labels = [_COCO_SIZE_LABELS[k] for k in ('mAP_s', 'mAP_m', 'mAP_l')]
         values = [[run['coco'].get(k) for k in ('mAP_s', 'mAP_m', 'mAP_l')] for run in runs]
+        errors = [[0.0] * 3 for _ in runs]
     width = 0.8 / max(len(runs), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) * max(len(runs), 1) ** 0.5),
-                                    4.0))
-    for r, (name, run_values) in enumerate(zip(names, values)):
+                                    4.4))
+    for r, (name, run_values, run_errors) in enumerate(zip(names, values, errors)):
         xs = [i + (r - (len(runs) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None and v >= 0 else 0.0 for v in run_values]
         bars = ax.bar(xs, heights, width=width, label=name)
-        for bar, value in zip(bars, run_values):
+        for bar, value, error in zip(bars, run_values, run_errors):
             if value is None or value < 0:
                 bar.set_visible(False)
                 continue
-            ax.annotate(f'{value:.2f}', (bar.get_x() + bar.get_width() / 2, value),
-                        ha='center', va='bottom', fontsize=7)
+            centre = bar.get_x() + bar.get_width() / 2
+            if error > 0:
+                ax.errorbar(centre, value, yerr=error, color='black', capsize=3,
+                            linewidth=1)
+            ax.annotate(f'{value:.2f}', (centre, value + error), ha='center', va='bottom',
+                        fontsize=7)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
     ax.set_ylabel('AP @[.50:.95]')
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.1)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
+    if any(e > 0 for run_errors in errors for e in run_errors):
+        fig.text(0.01, 0.01, 'n: ground-truth objects per bin; error bars: '
+                 '\u00b1\u221a(AP(1\u2212AP)/n), a rough scale of the noise of bins with '
+                 'few objects', fontsize=7, ha='left', va='bottom')
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out_file, dpi=120)
     plt.close(fig)
     return out_file

@@ -23,8 +23,8 @@ from .preflight import (PreflightError, check_amp, check_checkpoint, check_datas
                         check_pretrained_weights, leaf_datasets)
 
 __all__ = [
-    'build_runner', 'load_test_config', 'load_train_config', 'test_main', 'test_parser',
-    'train_main', 'train_parser'
+    'build_runner', 'check_train_config', 'load_test_config', 'load_train_config',
+    'test_main', 'test_parser', 'train_main', 'train_parser'
 ]
 
 _CFG_OPTIONS_HELP = (
@@ -190,6 +190,18 @@ def _fail(err):
     return 2
 
 
+def check_train_config(cfg):
+    """Preflight checks of a training config; raises PreflightError naming the problem."""
+    check_amp(cfg)
+    check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
+    # the Runner initialises weights (pretrained backbone) before it loads or resumes
+    check_pretrained_weights(cfg.model)
+    if cfg.get('load_from'):
+        check_checkpoint(cfg.load_from,
+                         'checkpoint to resume from' if cfg.get('resume')
+                         else 'checkpoint to load (load_from)')
+
+
 def train_main(argv=None):
     """tools/train.py: returns the process exit code."""
     from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -198,14 +210,7 @@ def train_main(argv=None):
     setup_cache_size_limit_of_dynamo()
     try:
         cfg = load_train_config(args)
-        check_amp(cfg)
-        check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
-        # the Runner initialises weights (pretrained backbone) before it loads or resumes
-        check_pretrained_weights(cfg.model)
-        if cfg.get('load_from'):
-            check_checkpoint(cfg.load_from,
-                             'checkpoint to resume from' if cfg.get('resume')
-                             else 'checkpoint to load (load_from)')
+        check_train_config(cfg)
         runner = build_runner(cfg)
     except PreflightError as err:
         return _fail(err)

@@ -1,14 +1,13 @@
 import json
 import os
 import runpy
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from lip_mmdet.evaluation import (SizeAwareCocoMetric, format_comparison, load_run_metrics,
-                                  plot_ap_by_size)
+from lip_mmdet.evaluation import (SizeAwareCocoMetric, compare, format_comparison,
+                                  gt_count_mismatch, load_run_metrics, plot_ap_by_size)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ('thing',)
@@ -101,15 +100,95 @@ def test_table_and_chart(work_dirs, tmp_path):
         assert image.size[0] > 300 and image.size[1] > 200
 
 
-def test_cli(work_dirs, tmp_path, monkeypatch, capsys):
-    out = tmp_path / 'cli.png'
+def test_gt_counts_in_table_and_empty_bins_marked(work_dirs):
+    runs = [load_run_metrics(str(work_dirs[k])) for k in ('perfect', 'missing_tiny')]
+    assert runs[0]['num_gt'] == dict(tiny=1, small=1, medium=1, large=0)
+    assert gt_count_mismatch(runs, ['a', 'b']) is None
+    lines = format_comparison(runs, ['a', 'b']).splitlines()
+    gt_rows = [line for line in lines if '#gt' in line]
+    assert len(gt_rows) == 1
+    assert [c.strip() for c in gt_rows[0].split('|')[-5:-1]] == ['1', '1', '1', '0']
+    # the large bin has no ground truth: n/a (explained below the table), not -1.000
+    perfect_row = [c.strip() for c in lines[3].split('|')[1:-1]]
+    assert perfect_row[-1] == 'n/a'
+    assert lines[-1].startswith('n/a: no ground truth in this bin')
+    assert '-1.000' not in '\n'.join(lines)
+
+
+def test_chart_labels_show_counts_and_noise():
+    runs = [dict(coco={}, bins=dict(tiny=0.5, large=0.5),
+                 bin_areas=dict(tiny=[0, 256], large=[9216, 1e10]),
+                 num_gt=dict(tiny=400, large=10))]
+    assert compare._bin_label('large', runs) == 'large\n(> 96 px)\nn=10'
+    # ten objects: AP is uncertain to about +-0.16; four hundred: +-0.025
+    assert compare._noise(0.5, 10) == pytest.approx(0.158, abs=1e-3)
+    assert compare._noise(0.5, 400) == pytest.approx(0.025)
+    assert compare._noise(-1.0, 10) == 0.0
+
+
+def _cli(argv, capsys):
     script = os.path.join(REPO, 'tools', 'analysis', 'compare_runs.py')
-    monkeypatch.setattr(sys, 'argv', [script, str(work_dirs['perfect']),
-                                      str(work_dirs['missing_tiny']), '--out', str(out)])
-    runpy.run_path(script, run_name='__main__')
-    printed = capsys.readouterr().out
-    assert 'missing_tiny' in printed and 'AP_tiny' in printed
+    code = runpy.run_path(script, run_name='compare_runs')['main'](argv)
+    return code, capsys.readouterr()
+
+
+def test_cli(work_dirs, tmp_path, capsys):
+    out = tmp_path / 'cli.png'
+    code, printed = _cli([str(work_dirs['perfect']), str(work_dirs['missing_tiny']),
+                          '--out', str(out)], capsys)
+    assert code == 0
+    assert 'missing_tiny' in printed.out and 'AP_tiny' in printed.out
+    assert '#gt' in printed.out and printed.err == ''
     assert out.is_file()
-    monkeypatch.setattr(sys, 'argv', [script, str(work_dirs['perfect']), '--names', 'a', 'b'])
-    with pytest.raises(SystemExit, match='--names'):
-        runpy.run_path(script, run_name='__main__')
+
+
+def test_cli_warns_about_different_validation_sets(work_dirs, tmp_path, capsys):
+    other = tmp_path / 'other_val'
+    other.mkdir()
+    boxes = [(10, 10, 10, 10), (30, 10, 10, 10), (40, 40, 24, 24)]
+    ann = tmp_path / 'other_gt.json'
+    ann.write_text(json.dumps(dict(
+        images=[dict(id=1, width=200, height=200)],
+        annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=list(b),
+                          area=b[2] * b[3], iscrowd=0) for i, b in enumerate(boxes)],
+        categories=[dict(id=1, name='thing')])))
+    _run_metric_into(other, str(ann), [b + (0.9,) for b in boxes])
+    code, printed = _cli([str(work_dirs['perfect']), str(other), '--out',
+                          str(tmp_path / 'c.png')], capsys)
+    assert code == 0
+    assert printed.err.startswith('warning: the runs were evaluated on different validation')
+    assert 'tiny 2' in printed.err
+    assert '#gt perfect' in printed.out and '#gt other_val' in printed.out
+
+
+def test_cli_user_errors_are_one_line(work_dirs, tmp_path, capsys):
+    untrained = tmp_path / 'untrained'  # a run that stopped before its evaluation
+    (untrained / '20260101_120000').mkdir(parents=True)
+    empty_report = tmp_path / 'empty_report'
+    empty_report.mkdir()
+    (empty_report / 'size_aware_metrics.json').write_text('')
+    no_predictions = tmp_path / 'no_predictions'
+    no_predictions.mkdir()
+    ann = tmp_path / 'gt.json'
+    metric = SizeAwareCocoMetric(ann_file=str(ann), out_dir=str(no_predictions))
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, [dict(img_id=1, ori_shape=(200, 200), pred_instances=dict(
+        bboxes=torch.zeros(0, 4), scores=torch.zeros(0),
+        labels=torch.zeros(0, dtype=torch.int64)))])
+    metric.evaluate(size=1)
+    capsys.readouterr()
+    cases = [
+        ([str(tmp_path / 'nope')], 'does not exist'),
+        ([str(empty_report)], 'is empty or not valid JSON'),
+        ([str(work_dirs['perfect']), '--metric', 'segm'], 'evaluated for bbox only'),
+        ([str(no_predictions)], 'no bbox predictions'),
+        ([str(untrained)], 'has the run been evaluated?'),
+        ([str(work_dirs['perfect']), '--names', 'a', 'b'], '--names'),
+    ]
+    for argv, message in cases:
+        code, printed = _cli(argv, capsys)
+        assert code == 2, argv
+        assert printed.out == ''
+        lines = printed.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
+            (argv, printed.err)

@@ -12,21 +12,28 @@ Everything derives from ``seed``: image ``i`` of a split uses its own random str
 (``SeedSequence([seed, split, i])``), so the same arguments give the same bytes and asking
 for more images does not change the earlier ones.
 
-Annotation ``area`` is the box area ``w * h`` (there are no masks), so a ground-truth object
-and a detection with the same box fall into the same size bin during evaluation.
+Every object carries its outline as a COCO polygon (``segmentation``), so the data also
+serves instance segmentation (Mask R-CNN, ``metric='segm'``). Annotation ``area`` is the box
+area ``w * h``, not the mask area, so that a ground-truth object and a detection with the same
+box fall into the same size bin during bbox evaluation (the demo's main number).
+
+A dataset is written into a temporary folder beside ``out_dir`` and renamed into place when
+complete, so an interrupted run leaves no partial dataset behind.
 """
 import colorsys
 import json
 import math
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-__all__ = ['DEMO_CLASSES', 'DEMO_SIZE_BINS', 'make_demo_dataset']
+__all__ = ['DEMO_CLASSES', 'DEMO_SIZE_BINS', 'data_setting_name', 'make_demo_dataset']
 
 DEMO_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'diamond')
 
@@ -50,8 +57,9 @@ DEMO_SIZE_BINS: Dict[str, Tuple[float, float, float]] = {
 }
 
 _SPLITS = ('train', 'val')
-# Bump when the drawing changes, so that reuse_existing regenerates old data.
-GENERATOR_VERSION = 3
+# Bump when the output changes, so that reuse_existing and the per-setting folder names
+# (data_setting_name) never mix data of two generator versions. 4: polygon masks.
+GENERATOR_VERSION = 4
 _MIN_SIDE = 5  # px; below this a shape is no longer recognisable
 
 
@@ -165,6 +173,43 @@ def _draw_shape(draw: ImageDraw.ImageDraw, label: int, box: Tuple[int, int, int,
         raise KeyError(name)
 
 
+# vertices of the polygon that outlines an ellipse; 24 keep its area within 1.2 % of the
+# true ellipse's, well below a pixel's worth for the demo's sizes
+_ELLIPSE_VERTICES = 24
+
+
+def _shape_polygon(label: int, box: Tuple[int, int, int, int], flip: bool) -> List[float]:
+    """COCO polygon ``[x1, y1, x2, y2, ...]`` of the shape ``_draw_shape`` draws in ``box``.
+
+    Coordinates are continuous: pixel ``(i, j)`` covers ``[i, i + 1] x [j, j + 1]``, so the
+    polygon spans exactly the box ``[x, x + w] x [y, y + h]``.
+    """
+    x0, y0, w, h = box
+    x1, y1 = x0 + w, y0 + h
+    name = DEMO_CLASSES[label]
+    if name == 'circle':
+        cx, cy = x0 + w / 2, y0 + h / 2
+        angles = np.linspace(0, 2 * math.pi, _ELLIPSE_VERTICES, endpoint=False)
+        points = [(cx + w / 2 * math.cos(a), cy + h / 2 * math.sin(a)) for a in angles]
+    elif name == 'square':
+        points = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    elif name == 'triangle':
+        apex, base = (y1, y0) if flip else (y0, y1)
+        points = [(x0, base), (x1, base), (x0 + w / 2, apex)]
+    elif name == 'cross':
+        arm_w, arm_h = max(1, round(w / 3)), max(1, round(h / 3))
+        ax0, ay0 = x0 + (w - arm_w) // 2, y0 + (h - arm_h) // 2
+        ax1, ay1 = ax0 + arm_w, ay0 + arm_h
+        points = [(ax0, y0), (ax1, y0), (ax1, ay0), (x1, ay0), (x1, ay1), (ax1, ay1),
+                  (ax1, y1), (ax0, y1), (ax0, ay1), (x0, ay1), (x0, ay0), (ax0, ay0)]
+    elif name == 'diamond':
+        cx, cy = x0 + w / 2, y0 + h / 2
+        points = [(cx, y0), (x1, cy), (cx, y1), (x0, cy)]
+    else:  # pragma: no cover - DEMO_CLASSES and this function are edited together
+        raise KeyError(name)
+    return [round(float(v), 2) for point in points for v in point]
+
+
 def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator,
                      box: Tuple[int, int, int, int]) -> None:
     """A thin stroke inside ``box``: line, arc or a few dots."""
@@ -200,14 +245,17 @@ def _place(rng: np.random.Generator, size: Tuple[int, int], height: int, width: 
 
 def _render_image(rng: np.random.Generator, height: int, width: int,
                   objects_per_image: Tuple[int, int]):
-    """Returns (uint8 image (H, W, 3), list of (label, (x, y, w, h)))."""
+    """Returns (uint8 image (H, W, 3), list of (label, (x, y, w, h), polygon))."""
     canvas = Image.fromarray(
         np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     placed, objects = [], []
     low, high = _DISTRACTORS_PER_IMAGE
     for _ in range(int(rng.integers(low, high + 1))):
-        box = _place(rng, tuple(int(v) for v in rng.integers(8, 41, size=2)), height, width,
+        # drawn as before and then clipped to the image, so images of 40 px and more keep
+        # their bytes while narrower ones still fit
+        stroke_w, stroke_h = (int(v) for v in rng.integers(8, 41, size=2))
+        box = _place(rng, (min(stroke_w, width), min(stroke_h, height)), height, width,
                      placed)
         if box is not None:
             _draw_distractor(draw, rng, box)
@@ -221,10 +269,10 @@ def _render_image(rng: np.random.Generator, height: int, width: int,
         hue = None
         if rng.random() < _CLASS_HUE_PROB:
             hue = _CLASS_HUES[label] + rng.uniform(-_CLASS_HUE_JITTER, _CLASS_HUE_JITTER)
-        _draw_shape(draw, label, box, _random_vivid_colour(rng, hue),
-                    flip=bool(rng.integers(2)))
+        flip = bool(rng.integers(2))
+        _draw_shape(draw, label, box, _random_vivid_colour(rng, hue), flip=flip)
         placed.append(box)
-        objects.append((label, box))
+        objects.append((label, box, _shape_polygon(label, box, flip)))
     pixels = np.asarray(canvas, dtype=np.float64)
     pixels += rng.normal(0, rng.uniform(2, 8), size=pixels.shape)  # sensor noise
     return np.clip(np.round(pixels), 0, 255).astype(np.uint8), objects
@@ -235,19 +283,6 @@ def _generator_params(seed, num_images, height, width, objects_per_image, image_
     return dict(version=GENERATOR_VERSION, seed=seed, num_images=num_images,
                 image_size=[height, width], objects_per_image=list(objects_per_image),
                 image_ext=image_ext)
-
-
-def _split_is_current(ann_path: str, image_dir: str, params: Dict) -> bool:
-    if not osp.isfile(ann_path):
-        return False
-    try:
-        with open(ann_path) as f:
-            coco = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if coco.get('info', {}).get('generator') != params:
-        return False
-    return all(osp.isfile(osp.join(image_dir, img['file_name'])) for img in coco['images'])
 
 
 def _write_split(out_dir: str, split_index: int, num_images: int, height: int, width: int,
@@ -265,10 +300,10 @@ def _write_split(out_dir: str, split_index: int, num_images: int, height: int, w
         Image.fromarray(pixels).save(osp.join(out_dir, split, file_name), **save_kwargs)
         image_id = index + 1
         images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
-        for label, (x, y, w, h) in objects:
+        for label, (x, y, w, h), polygon in objects:
             annotations.append(
                 dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
-                     bbox=[x, y, w, h], area=w * h, iscrowd=0))
+                     bbox=[x, y, w, h], area=w * h, segmentation=[polygon], iscrowd=0))
     return dict(
         info=dict(description=f'lip_mmdet generated demo dataset ({split})',
                   generator=_generator_params(seed, num_images, height, width,
@@ -280,36 +315,8 @@ def _write_split(out_dir: str, split_index: int, num_images: int, height: int, w
     )
 
 
-def make_demo_dataset(out_dir: str,
-                      num_train: int = 400,
-                      num_val: int = 100,
-                      image_size: Union[int, Sequence[int]] = 256,
-                      seed: int = 0,
-                      progress: bool = True,
-                      objects_per_image: Tuple[int, int] = (4, 12),
-                      image_ext: str = 'jpg',
-                      reuse_existing: bool = False) -> Dict[str, str]:
-    """Write the demo dataset under ``out_dir`` and return its paths.
-
-    Layout: ``train/*.{jpg,png}``, ``val/*.{jpg,png}``,
-    ``annotations/instances_{train,val}.json`` (COCO: images, annotations with ``bbox``
-    xywh, ``area`` = w * h, ``iscrowd`` 0, categories 1..len(DEMO_CLASSES)).
-
-    Args:
-        out_dir: dataset root (created if missing; existing files are overwritten).
-        num_train, num_val: number of images per split (>= 0).
-        image_size: ``S`` or ``(H, W)`` in pixels, at least 32.
-        seed: the only source of randomness.
-        progress: show a tqdm bar per split.
-        objects_per_image: inclusive (min, max) number of objects tried per image.
-        image_ext: ``'jpg'`` (quality 95, no chroma subsampling) or ``'png'``.
-        reuse_existing: keep a split whose annotation file records the same generation
-            parameters and whose images all exist, instead of writing it again.
-
-    Returns:
-        dict with absolute paths ``data_root``, ``train_ann``, ``val_ann``,
-        ``train_img_dir``, ``val_img_dir``.
-    """
+def _checked_arguments(num_train, num_val, image_size, objects_per_image, image_ext):
+    """Validated ``(num_train, num_val, height, width, (min, max) objects, image_ext)``."""
     height, width = _parse_size(image_size)
     if image_ext not in ('jpg', 'png'):
         raise ValueError(f"image_ext must be 'jpg' or 'png', got {image_ext!r}")
@@ -319,20 +326,126 @@ def make_demo_dataset(out_dir: str,
     if not 0 <= low <= high:
         raise ValueError(f'objects_per_image must be (min, max) with 0 <= min <= max, '
                          f'got {objects_per_image!r}')
+    return int(num_train), int(num_val), height, width, (int(low), int(high)), image_ext
+
+
+def data_setting_name(num_train: int = 400,
+                      num_val: int = 100,
+                      image_size: Union[int, Sequence[int]] = 256,
+                      seed: int = 0,
+                      objects_per_image: Tuple[int, int] = (4, 12),
+                      image_ext: str = 'jpg') -> str:
+    """Folder name that identifies a data setting, e.g. ``v4_train400_val100_192x192_obj6-16
+    _seed0_jpg``: two settings (or generator versions) never share a folder.
+
+    Takes the arguments of :func:`make_demo_dataset` that decide its output.
+    """
+    num_train, num_val, height, width, (low, high), image_ext = _checked_arguments(
+        num_train, num_val, image_size, objects_per_image, image_ext)
+    return (f'v{GENERATOR_VERSION}_train{num_train}_val{num_val}_{height}x{width}'
+            f'_obj{low}-{high}_seed{seed}_{image_ext}')
+
+
+def _dataset_is_current(paths: Dict[str, str], params: Dict[str, Dict]) -> bool:
+    """Whether both splits under ``paths`` were generated from ``params`` and are complete."""
+    for split in _SPLITS:
+        try:
+            with open(paths[f'{split}_ann']) as f:
+                coco = json.load(f)
+        except (OSError, ValueError):
+            return False
+        if coco.get('info', {}).get('generator') != params[split]:
+            return False
+        image_dir = paths[f'{split}_img_dir']
+        if not all(osp.isfile(osp.join(image_dir, img['file_name']))
+                   for img in coco['images']):
+            return False
+    return True
+
+
+def make_demo_dataset(out_dir: str,
+                      num_train: int = 400,
+                      num_val: int = 100,
+                      image_size: Union[int, Sequence[int]] = 256,
+                      seed: int = 0,
+                      progress: bool = True,
+                      objects_per_image: Tuple[int, int] = (4, 12),
+                      image_ext: str = 'jpg',
+                      reuse_existing: bool = False,
+                      overwrite: bool = False) -> Dict[str, str]:
+    """Write the demo dataset under ``out_dir`` and return its paths.
+
+    Layout: ``train/*.{jpg,png}``, ``val/*.{jpg,png}``,
+    ``annotations/instances_{train,val}.json`` (COCO: images, annotations with ``bbox``
+    xywh, ``segmentation`` (one polygon), ``area`` = w * h, ``iscrowd`` 0, categories
+    1..len(DEMO_CLASSES)).
+
+    The dataset is generated in a temporary folder beside ``out_dir`` and renamed to
+    ``out_dir`` when complete: an error or an interruption leaves ``out_dir`` as it was.
+
+    Args:
+        out_dir: dataset root. It must not hold anything yet, unless ``reuse_existing``
+            finds the same dataset there or ``overwrite`` allows replacing it.
+        num_train: number of training images (>= 0).
+        num_val: number of validation images (>= 0).
+        image_size: ``S`` or ``(H, W)`` in pixels, at least 32.
+        seed: the only source of randomness.
+        progress: show a tqdm bar per split.
+        objects_per_image: inclusive (min, max) number of objects tried per image.
+        image_ext: ``'jpg'`` (quality 95, no chroma subsampling) or ``'png'``.
+        reuse_existing: return at once when ``out_dir`` holds a complete dataset generated
+            with the same parameters.
+        overwrite: replace whatever ``out_dir`` holds (as a whole, once the new dataset is
+            complete).
+
+    Returns:
+        dict with absolute paths ``data_root``, ``train_ann``, ``val_ann``,
+        ``train_img_dir``, ``val_img_dir``.
+
+    Raises:
+        ValueError: an argument is out of range.
+        FileExistsError: ``out_dir`` holds other files and ``overwrite`` is False.
+    """
+    num_train, num_val, height, width, objects, image_ext = _checked_arguments(
+        num_train, num_val, image_size, objects_per_image, image_ext)
     out_dir = osp.abspath(out_dir)
-    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     paths = dict(data_root=out_dir)
-    objects = (int(low), int(high))
-    for split_index, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val))):
-        ann_path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
-        image_dir = osp.join(out_dir, split)
-        paths[f'{split}_ann'] = ann_path
-        paths[f'{split}_img_dir'] = image_dir
-        params = _generator_params(seed, count, height, width, objects, image_ext)
-        if reuse_existing and _split_is_current(ann_path, image_dir, params):
-            continue
-        coco = _write_split(out_dir, split_index, count, height, width, seed, objects,
-                            image_ext, progress)
-        with open(ann_path, 'w') as f:
-            json.dump(coco, f)
+    for split in _SPLITS:
+        paths[f'{split}_ann'] = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        paths[f'{split}_img_dir'] = osp.join(out_dir, split)
+    counts = dict(zip(_SPLITS, (num_train, num_val)))
+    params = {split: _generator_params(seed, counts[split], height, width, objects, image_ext)
+              for split in _SPLITS}
+    occupied = osp.lexists(out_dir) and (not osp.isdir(out_dir) or os.listdir(out_dir))
+    if occupied:
+        if reuse_existing and _dataset_is_current(paths, params):
+            return paths
+        if not overwrite:
+            raise FileExistsError(
+                f'{out_dir} already holds other files (not this demo dataset: different '
+                f'generation parameters or an older generator); choose an empty folder or '
+                f'pass overwrite=True (--overwrite) to replace it')
+
+    parent, name = osp.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f'.{name}.partial-', dir=parent)
+    try:
+        os.makedirs(osp.join(staging, 'annotations'))
+        for split_index, split in enumerate(_SPLITS):
+            coco = _write_split(staging, split_index, counts[split], height, width, seed,
+                                objects, image_ext, progress)
+            with open(osp.join(staging, 'annotations', f'instances_{split}.json'),
+                      'w') as f:
+                json.dump(coco, f)
+        if osp.lexists(out_dir):
+            # move the old content aside first: rename cannot replace a non-empty folder
+            retired = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
+            os.rename(out_dir, osp.join(retired, name))
+            os.rename(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, out_dir)
+    finally:
+        if osp.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
     return paths
