@@ -80,6 +80,14 @@ begin "installing mmcv $MMCV_VERSION"
 begin "installing mmdet 3.3.0 and lip_mmdet (editable)"
 "${PIP[@]}" -q "mmdet==3.3.0" -e "$ROOT[tests]"
 
+# Triton kernels of the pooling ops (CUDA; the tests run them in Triton's CPU interpreter).
+# Wheels exist for Linux x86-64 only, and nothing else needs triton. A CUDA torch usually
+# brings its own matching triton, which is kept.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! "$PY" -c 'import triton' 2>/dev/null; then
+    begin "installing triton 3.9.0"
+    "${PIP[@]}" -q "triton==3.9.0"
+fi
+
 begin "checking the stack imports"
 "$PY" - <<'EOF'
 import torch, mmcv, mmengine, mmdet

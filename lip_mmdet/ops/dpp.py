@@ -8,22 +8,28 @@
 
 with eps^2 = 1e-3 and per-channel alpha, lambda > 0. Dividing the reward by its window mean
 makes the weights invariant to the feature scale. With t = lambda/2 * log(r / mean r), the
-largest t of a window, T, is >= 0 (the largest r is at least the mean), so the fused CPU
-kernel (``csrc/dpp2d_cpu.cpp``, saves only its inputs) uses the same ratios with weights
-``alpha e^-T + e^(t - T)``, each term bounded; the PyTorch path (any device) forms
-``logaddexp(log alpha, t)`` and takes a softmax over each window. Either way a huge lambda (1e3
-or more) cannot overflow: it only drives the pooling towards max pooling (asym) or extremum
-pooling (sym, largest |x - guide|). float16/bfloat16 inputs are computed in float32.
+largest t of a window, T, is >= 0 (the largest r is at least the mean), so every
+implementation uses the same ratios with weights ``alpha e^-T + e^(t - T)``, each term
+bounded: a huge lambda (1e3 or more) cannot overflow, it only drives the pooling towards max
+pooling (asym) or extremum pooling (sym, largest |x - guide|). float16/bfloat16 inputs are
+computed in float32. Only the inputs are saved for backward, which recomputes each window.
+
+``lip_mmdet::dpp2d`` and ``lip_mmdet::dpp_filter_guide`` (with their ``*_backward`` ops) are
+``torch.library`` custom ops with the backends of :mod:`lip_mmdet.ops.dispatch`: fused C++
+kernels on CPU (``csrc/dpp2d_cpu.cpp``), Triton on CUDA for ``dpp2d`` (the filter guide is a
+strided depthwise convolution there, which cuDNN serves), PyTorch ops elsewhere.
 """
-from typing import Optional
+import math
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+from torch.utils.flop_counter import register_flop_formula
 
-from .native import run_kernel, select_cpu_library
-from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_window, compute_dtype,
-                        pooled_size, window_views)
+from .dispatch import check_backend, contiguous_compute, implementation, register_autograd
+from .native import pooling_cpu_library, run_kernel
+from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_output_size,
+                        check_window, compute_dtype, pooled_size, window_views)
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',
@@ -33,7 +39,6 @@ DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
 
 
-
 def dpp_same_padding(kernel_size: IntPair) -> Pads:
     """(top, bottom, left, right) padding that keeps the size at stride 1 (extra at the end)."""
     kernel = check_window(kernel_size, 1, 0)[0]
@@ -41,11 +46,24 @@ def dpp_same_padding(kernel_size: IntPair) -> Pads:
     return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left
 
 
-def _window_stack(t, kernel, stride, pads: Pads, out_size, fill=0.0):
-    """(K, N, C, Ho, Wo): every window offset's strided view of the padded map, stacked."""
+def _padded(t, pads: Pads, fill=0.0):
     top, bottom, left, right = pads
-    padded = F.pad(t, (left, right, top, bottom), value=fill)
-    return torch.stack(list(window_views(padded, kernel, stride, out_size)))
+    return F.pad(t, (left, right, top, bottom), value=fill)
+
+
+def _window_stack(t, kernel, stride, pads: Pads, out_size):
+    """(K, N, C, Ho, Wo): every window offset's strided view of the zero-padded map."""
+    return torch.stack(list(window_views(_padded(t, pads), kernel, stride, out_size)))
+
+
+def _window_stack_adjoint(stack, like, kernel, stride, pads: Pads):
+    """Adjoint of :func:`_window_stack`: adds each window value back onto its pixel."""
+    top, bottom, left, right = pads
+    grad = _padded(torch.zeros_like(like), pads)
+    for view, values in zip(window_views(grad, kernel, stride, stack.shape[-2:]), stack):
+        view.add_(values)
+    height, width = like.shape[2:]
+    return grad[:, :, top:top + height, left:left + width].contiguous()
 
 
 def _check_dpp_window(kernel_size, stride, padding):
@@ -67,35 +85,48 @@ def _check_channel_param(value, name, channels):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a tensor of shape ({channels},), got '
                         f'{type(value).__name__}')
-    if value.dim() > 1 or value.numel() not in (1, channels):
+    if value.dim() > 1 or (value.numel() != 1 and value.numel() != channels):
         raise ValueError(f'{name} must have shape ({channels},) or (1,), got '
                          f'{tuple(value.shape)}')
 
 
-def _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
-    """Normalised window weights (K, N, C, Ho, Wo) and the windows they weigh, both in the
-    compute dtype: softmax of log-weights per window (0 on padding taps)."""
-    dtype = compute_dtype(x.dtype)
-    xc, gc = x.to(dtype), guide.to(dtype)
-    alpha, lam = alpha.reshape(1, -1, 1, 1).to(dtype), lam.reshape(1, -1, 1, 1).to(dtype)
-    windows = _window_stack(xc, kernel, stride, pads, out_size)
-    valid = _window_stack(xc.new_ones((1, 1, *x.shape[2:])), kernel, stride, pads,
-                          out_size) > 0
-    deviation = windows - gc
-    if reward == 'asym':
-        deviation = deviation.clamp_min(0)
-    penalty = deviation.square() + DPP_EPS_SQUARED
-    window_mean = (penalty * valid).sum(0) / valid.sum(0)
-    log_reward = penalty.log() - window_mean.log()
-    log_weight = torch.logaddexp(alpha.log(), lam * 0.5 * log_reward)
-    return torch.softmax(log_weight.masked_fill(~valid, float('-inf')), dim=0), windows
+class _DppWindows:
+    """The PyTorch-ops form of dpp2d: every window offset stacked (K, N, C, Ho, Wo), weights
+    ``alpha e^-T + e^(t - T)`` as in the kernels. Static shapes, no host synchronisation."""
 
+    def __init__(self, x, guide, alpha, lam, asym, kernel, stride, pads):
+        out_size = guide.shape[2:]
+        self.values = _window_stack(x, kernel, stride, pads, out_size)
+        ones = x.new_ones((1, 1, *x.shape[2:]))
+        self.valid = _window_stack(ones, kernel, stride, pads, out_size)
+        self.count = self.valid.sum(0)
+        deviation = self.values - guide
+        self.deviation = deviation.clamp_min(0) if asym else deviation
+        self.penalty = self.deviation.square() + DPP_EPS_SQUARED
+        self.mean = (self.penalty * self.valid).sum(0) / self.count
+        self.log_ratio = self.penalty.log() - self.mean.log()
+        self.half_lam = lam.view(1, -1, 1, 1) * 0.5
+        t = (self.half_lam * self.log_ratio).masked_fill(self.valid == 0, float('-inf'))
+        self.t_max = t.amax(0)
+        self.exp_t = torch.exp(t - self.t_max)
+        self.alpha_part = alpha.view(1, -1, 1, 1) * torch.exp(-self.t_max)
+        self.weight = (self.alpha_part + self.exp_t) * self.valid
+        self.weight_sum = self.weight.sum(0)
+        self.out = (self.weight * self.values).sum(0) / self.weight_sum
 
-def _dpp2d_torch(x, guide, alpha, lam, reward, kernel, stride, pads, out_size):
-    """PyTorch-ops form (autograd does the backward)."""
-    weight, windows = _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, stride, pads,
-                                         out_size)
-    return (weight * windows).sum(0).to(x.dtype)
+    def backward(self, grad, x, kernel, stride, pads):
+        """Gradients (x, guide, alpha, lam) for the output gradient ``grad``."""
+        scale = grad / self.weight_sum
+        spread = self.values - self.out
+        grad_t = scale * spread * self.exp_t  # zero at padding: exp_t is 0 there
+        grad_t_sum = grad_t.sum(0)
+        grad_alpha = (scale * torch.exp(-self.t_max) * (spread * self.valid).sum(0))
+        grad_lam = 0.5 * (grad_t * self.log_ratio).sum(0)
+        grad_penalty = self.half_lam * (grad_t / self.penalty
+                                        - grad_t_sum / (self.count * self.mean))
+        grad_dev = 2 * self.deviation * grad_penalty * self.valid
+        grad_x = _window_stack_adjoint(scale * self.weight + grad_dev, x, kernel, stride, pads)
+        return (grad_x, -grad_dev.sum(0), grad_alpha.sum((0, 2, 3)), grad_lam.sum((0, 2, 3)))
 
 
 def _kernel_sizes(x, out_size, kernel, stride, pads):
@@ -103,50 +134,85 @@ def _kernel_sizes(x, out_size, kernel, stride, pads):
     return (n * c, c, h, w, *out_size, *kernel, *stride, *pads)
 
 
-def _kernel_params(tensors, dtype, channels):
-    """Per-channel parameters as contiguous (C,) tensors of the compute dtype."""
-    return tuple(t.to(dtype).reshape(-1).expand(channels).contiguous() for t in tensors)
+def _dpp_forward_kernel(x, guide, alpha, lam, asym, kernel, stride, pads):
+    out = torch.empty_like(guide)
+    run_kernel(pooling_cpu_library(), 'dpp2d_forward', (x, guide, alpha, lam, out),
+               _kernel_sizes(x, guide.shape[2:], kernel, stride, pads), int(asym))
+    return out
 
 
-class _DPP2dFunction(torch.autograd.Function):
-    """Fused CPU kernel; saves only the inputs, backward recomputes each window."""
+def _dpp_backward_kernel(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+    n, channels = x.shape[:2]
+    grad_x, grad_guide = torch.empty_like(x), torch.empty_like(guide)
+    plane_alpha = torch.empty(n * channels, dtype=torch.float64)
+    plane_lam = torch.empty(n * channels, dtype=torch.float64)
+    run_kernel(pooling_cpu_library(), 'dpp2d_backward',
+               (x, guide, alpha, lam, grad, grad_x, grad_guide, plane_alpha, plane_lam),
+               _kernel_sizes(x, guide.shape[2:], kernel, stride, pads), int(asym))
+    return (grad_x, grad_guide, plane_alpha.view(n, channels).sum(0),
+            plane_lam.view(n, channels).sum(0))
 
-    @staticmethod
-    def forward(ctx, x, guide, alpha, lam, asym, kernel, stride, pads, library):
-        ctx.save_for_backward(x, guide, alpha, lam)
-        ctx.config = (asym, kernel, stride, pads, library)
-        dtype = compute_dtype(x.dtype)
-        xc, gc = x.to(dtype).contiguous(), guide.to(dtype).contiguous()
-        out = torch.empty_like(gc)
-        run_kernel(library, 'dpp2d_forward',
-                   (xc, gc, *_kernel_params((alpha, lam), dtype, x.shape[1]), out),
-                   _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym))
-        return out.to(x.dtype)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, guide, alpha, lam = ctx.saved_tensors
-        asym, kernel, stride, pads, library = ctx.config
-        dtype = compute_dtype(x.dtype)
-        n, channels = x.shape[:2]
-        xc, gc, grad_out = (t.to(dtype).contiguous() for t in (x, guide, grad))
-        grad_x, grad_guide = torch.empty_like(xc), torch.empty_like(gc)
-        plane_alpha = torch.empty(n * channels, dtype=torch.float64)
-        plane_lam = torch.empty(n * channels, dtype=torch.float64)
-        run_kernel(library, 'dpp2d_backward',
-                   (xc, gc, *_kernel_params((alpha, lam), dtype, channels), grad_out, grad_x,
-                    grad_guide, plane_alpha, plane_lam),
-                   _kernel_sizes(x, gc.shape[2:], kernel, stride, pads), int(asym))
+def _dpp_inputs(x, guide, alpha, lam):
+    """Contiguous tensors of the compute dtype (parameters as (C,))."""
+    dtype = compute_dtype(x.dtype)
+    return contiguous_compute((x, guide, alpha, lam), dtype)
 
-        def per_param(planes, param):
-            per_channel = planes.view(n, channels).sum(0)
-            return per_channel.sum().reshape(param.shape) if param.numel() == 1 else \
-                per_channel.reshape(param.shape)
 
-        return (grad_x.to(x.dtype), grad_guide.to(guide.dtype),
-                per_param(plane_alpha, alpha).to(alpha.dtype),
-                per_param(plane_lam, lam).to(lam.dtype), None, None, None, None, None)
+@torch.library.custom_op('lip_mmdet::dpp2d', mutates_args=())
+def _dpp2d_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
+              asym: bool, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+              backend: str) -> torch.Tensor:
+    window = tuple(kernel), tuple(stride), tuple(pads)
+    if x.numel() == 0:
+        return guide.new_zeros(guide.shape)
+    how = implementation(x, backend)
+    if how == 'triton':
+        from . import triton_pooling
+        return triton_pooling.dpp2d_forward(x, guide, alpha, lam, asym, *window)
+    inputs = _dpp_inputs(x, guide, alpha, lam)
+    if how == 'cpu_kernel':
+        out = _dpp_forward_kernel(*inputs, asym, *window)
+    else:
+        out = _DppWindows(*inputs, asym, *window).out
+    return out.to(x.dtype)
+
+
+@_dpp2d_op.register_fake
+def _dpp2d_fake(x, guide, alpha, lam, asym, kernel, stride, pads, backend):
+    return guide.new_empty(guide.shape)
+
+
+@torch.library.custom_op('lip_mmdet::dpp2d_backward', mutates_args=())
+def _dpp2d_backward_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor,
+                       lam: torch.Tensor, grad: torch.Tensor, asym: bool,
+                       kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+                       backend: str
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    window = tuple(kernel), tuple(stride), tuple(pads)
+    if x.numel() == 0:
+        return (x.new_zeros(x.shape), guide.new_zeros(guide.shape),
+                alpha.new_zeros(alpha.shape), lam.new_zeros(lam.shape))
+    how = implementation(x, backend)
+    if how == 'triton':
+        from . import triton_pooling
+        grads = triton_pooling.dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+    else:
+        inputs = _dpp_inputs(x, guide, alpha, lam)
+        grad_out = grad.to(inputs[0].dtype).contiguous()
+        if how == 'cpu_kernel':
+            grads = _dpp_backward_kernel(*inputs, grad_out, asym, *window)
+        else:
+            grads = _DppWindows(*inputs, asym, *window).backward(grad_out, inputs[0], *window)
+    return tuple(g.to(like.dtype).contiguous() for g, like in zip(grads, (x, guide, alpha, lam)))
+
+
+@_dpp2d_backward_op.register_fake
+def _dpp2d_backward_fake(x, guide, alpha, lam, grad, asym, kernel, stride, pads, backend):
+    return tuple(t.new_empty(t.shape) for t in (x, guide, alpha, lam))
+
+
+register_autograd(_dpp2d_op, _dpp2d_backward_op, num_saved=4, name='dpp2d')
 
 
 def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
@@ -158,13 +224,15 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
         x: features (N, C, H, W).
         guide: the linearly downscaled reference (N, C, Ho, Wo), same dtype/device as ``x``
             (see :func:`dpp_box_guide`, :func:`dpp_filter_guide`).
-        alpha, lam: per-channel positive weight bias and reward exponent, shape (C,) or (1,).
+        alpha: per-channel positive weight bias, shape (C,) or (1,).
+        lam: per-channel positive reward exponent, shape (C,) or (1,).
         reward: 'sym' (rewards any deviation from the guide) or 'asym' (only values above it).
-        kernel_size, stride: window as in ``F.avg_pool2d``.
+        kernel_size: window size, int or (h, w), as in ``F.avg_pool2d``.
+        stride: window step, int or (h, w).
         padding: int or (h, w) as in ``F.avg_pool2d``, or (top, bottom, left, right).
             Padding pixels get no weight.
-        backend: 'auto' (fused CPU kernel for CPU tensors when it builds, else PyTorch ops),
-            'cpu_kernel' or 'torch'.
+        backend: 'auto' (fused CPU kernel on CPU, Triton on CUDA, PyTorch ops otherwise),
+            'cpu_kernel', 'triton' or 'torch' (see :mod:`lip_mmdet.ops.dispatch`).
 
     Returns:
         (N, C, Ho, Wo), Ho/Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
@@ -185,36 +253,134 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
     channels = x.shape[1]
     _check_channel_param(alpha, 'alpha', channels)
     _check_channel_param(lam, 'lam', channels)
-    library = select_cpu_library(x, backend)
-    if library is not None and x.numel() > 0:
-        return _DPP2dFunction.apply(x, guide, alpha, lam, reward == 'asym', kernel, step, pads,
-                                    library)
-    return _dpp2d_torch(x, guide, alpha, lam, reward, kernel, step, pads, out_size)
+    check_backend(x, backend)
+    alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
+    return _dpp2d_op(x, guide, alpha, lam, reward == 'asym', kernel, step, pads, backend)
 
 
 def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
                   padding=0, *, backend: str = 'auto') -> torch.Tensor:
     """Lite-DPP guide: the mean of each window, zero padding counted (as the official code).
 
-    ``padding`` and ``backend`` as in :func:`dpp2d`; returns (N, C, Ho, Wo). On the CPU kernel
-    path windows up to 3x3 use the fused filter kernel with box taps (``F.avg_pool2d`` is
-    slower on CPU); otherwise ``F.avg_pool2d``.
+    ``padding`` and ``backend`` as in :func:`dpp2d`; returns (N, C, Ho, Wo). For CPU tensors
+    under 'auto'/'cpu_kernel', windows up to 3x3 use the filter guide op with box taps (its
+    fused kernel beats ``F.avg_pool2d`` on CPU); otherwise ``F.avg_pool2d``.
     """
     check_feature_map(x, 'x')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    if max(kernel) <= 3 and select_cpu_library(x, backend) is not None:
+    check_output_size(x.shape[2], x.shape[3], kernel, pads)
+    check_backend(x, backend)
+    if max(kernel) <= 3 and x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel'):
         box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
         return dpp_filter_guide(x, box, None, kernel, step, pads, backend=backend)
     top, bottom, left, right = pads
     if top == bottom and left == right:  # no padded copy for autograd to keep
         return F.avg_pool2d(x, kernel, step, (top, left), count_include_pad=True)
-    return F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, step)
+    return F.avg_pool2d(_padded(x, pads), kernel, step)
 
 
 def _filter_alignment(kernel: int) -> int:
     """Offset of the 3x3 filter's first tap before the window start (centres it)."""
     return (3 - kernel) // 2
+
+
+def _filter_geometry(x, kernel, stride, pads):
+    """(out_size, (top, bottom, left, right)) of the 3x3 filter's input padding; negative
+    pads crop rows/columns the filter never reads."""
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, pads)
+    top = pads[0] + _filter_alignment(kernel[0])
+    left = pads[2] + _filter_alignment(kernel[1])
+    bottom = (out_size[0] - 1) * stride[0] + 3 - top - x.shape[2]
+    right = (out_size[1] - 1) * stride[1] + 3 - left - x.shape[3]
+    return out_size, (top, bottom, left, right)
+
+
+def _filter_kernel(x, backend) -> bool:
+    """Whether the fused CPU kernel computes the filter guide (else ``F.conv2d``)."""
+    return (x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel')
+            and implementation(x, backend) == 'cpu_kernel')
+
+
+def _filter_sizes(x, out_size, stride, filter_pads):
+    n, c, h, w = x.shape
+    return (n * c, c, h, w, *out_size, *stride, filter_pads[0], filter_pads[2])
+
+
+@torch.library.custom_op('lip_mmdet::dpp_filter_guide', mutates_args=())
+def _filter_guide_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                     kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+                     backend: str) -> torch.Tensor:
+    stride = tuple(stride)
+    out_size, filter_pads = _filter_geometry(x, tuple(kernel), stride, tuple(pads))
+    if x.numel() == 0:
+        return x.new_zeros((*x.shape[:2], *out_size))
+    xc, wc, bc = contiguous_compute((x, weight, bias), compute_dtype(x.dtype))
+    if _filter_kernel(x, backend):
+        out = xc.new_empty((*x.shape[:2], *out_size))
+        run_kernel(pooling_cpu_library(), 'dpp_filter_guide_forward', (xc, wc, bc, out),
+                   _filter_sizes(x, out_size, stride, filter_pads))
+    else:
+        out = F.conv2d(_padded(xc, filter_pads), wc, bc, stride=stride, groups=x.shape[1])
+    return out.to(x.dtype)
+
+
+@_filter_guide_op.register_fake
+def _filter_guide_fake(x, weight, bias, kernel, stride, pads, backend):
+    out_size, _ = _filter_geometry(x, tuple(kernel), tuple(stride), tuple(pads))
+    return x.new_empty((*x.shape[:2], *out_size))
+
+
+@torch.library.custom_op('lip_mmdet::dpp_filter_guide_backward', mutates_args=())
+def _filter_guide_backward_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
+                              pads: Sequence[int], backend: str
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    stride = tuple(stride)
+    out_size, filter_pads = _filter_geometry(x, tuple(kernel), stride, tuple(pads))
+    if x.numel() == 0:
+        return x.new_zeros(x.shape), weight.new_zeros(weight.shape), bias.new_zeros(bias.shape)
+    n, channels = x.shape[:2]
+    xc, wc, gc = contiguous_compute((x, weight, grad), compute_dtype(x.dtype))
+    if _filter_kernel(x, backend):
+        grad_x = torch.empty_like(xc)
+        plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
+        plane_bias = torch.empty(n * channels, dtype=torch.float64)
+        run_kernel(pooling_cpu_library(), 'dpp_filter_guide_backward',
+                   (xc, wc, gc, grad_x, plane_weight, plane_bias),
+                   _filter_sizes(x, out_size, stride, filter_pads))
+        grad_weight = plane_weight.view(n, channels, 1, 3, 3).sum(0)
+        grad_bias = plane_bias.view(n, channels).sum(0)
+    else:
+        padded = _padded(xc, filter_pads)
+        grad_padded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            gc, padded, wc, [channels], list(stride), [0, 0], [1, 1], False, [0, 0], channels,
+            [True, True, True])
+        top, bottom, left, right = filter_pads
+        grad_x = F.pad(grad_padded, (-left, -right, -top, -bottom))
+    return (grad_x.to(x.dtype).contiguous(), grad_weight.to(weight.dtype).contiguous(),
+            grad_bias.to(bias.dtype).contiguous())
+
+
+@_filter_guide_backward_op.register_fake
+def _filter_guide_backward_fake(x, weight, bias, grad, kernel, stride, pads, backend):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+
+
+register_autograd(_filter_guide_op, _filter_guide_backward_op, num_saved=3,
+                  name='dpp_filter_guide')
+
+
+# FlopCounterMode counts the guide as the depthwise 3x3 convolution it is (2 FLOPs per
+# multiply-add, torch's convention); backward computes the input and the weight gradients.
+@register_flop_formula(torch.ops.lip_mmdet.dpp_filter_guide)
+def _filter_guide_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * 9 * math.prod(out_shape)
+
+
+@register_flop_formula(torch.ops.lip_mmdet.dpp_filter_guide_backward)
+def _filter_guide_backward_flops(x_shape, weight_shape, bias_shape, grad_shape, *args,
+                                 **kwargs) -> int:
+    return 2 * 2 * 9 * math.prod(grad_shape)
 
 
 def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -227,9 +393,14 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     per output pixel (a stride-``stride`` depthwise convolution over the zero-padded input).
 
     Args:
-        x: (N, C, H, W). weight: (C, 1, 3, 3). bias: (C,) or None.
-        kernel_size, stride, padding: the pooling window, as in :func:`dpp2d`.
-        backend: as in :func:`dpp2d` (the fallback is ``F.conv2d``).
+        x: (N, C, H, W).
+        weight: (C, 1, 3, 3) filter taps.
+        bias: (C,) or None.
+        kernel_size: the pooling window's size, as in :func:`dpp2d`.
+        stride: the pooling window's step.
+        padding: the pooling window's padding, as in :func:`dpp2d`.
+        backend: 'auto' or 'cpu_kernel' use the fused CPU kernel for CPU tensors; every
+            other case is a depthwise ``F.conv2d``.
 
     Returns:
         (N, C, Ho, Wo).
@@ -240,58 +411,11 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         raise ValueError(f'weight must have shape ({channels}, 1, 3, 3), got '
                          f'{tuple(weight.shape)}')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    shift_h, shift_w = _filter_alignment(kernel[0]), _filter_alignment(kernel[1])
-    top, left = pads[0] + shift_h, pads[2] + shift_w
-    bottom = (out_size[0] - 1) * step[0] + 3 - top - x.shape[2]
-    right = (out_size[1] - 1) * step[1] + 3 - left - x.shape[3]
+    check_output_size(x.shape[2], x.shape[3], kernel, pads)
+    check_backend(x, backend)
     if bias is None:
-        bias = x.new_zeros(channels)
-    library = select_cpu_library(x, backend)
-    if library is not None and x.numel() > 0:
-        return _FilterGuideFunction.apply(x, weight, bias, step, (top, left), out_size, library)
-    # Negative pads crop: the filter never needs those rows/columns.
-    padded = F.pad(x, (left, right, top, bottom))
-    return F.conv2d(padded, weight.to(x.dtype), bias.to(x.dtype), stride=step, groups=channels)
-
-
-class _FilterGuideFunction(torch.autograd.Function):
-    """Fused CPU kernel for the strided depthwise 3x3 filter (torch's CPU depthwise
-    convolution is several times slower). Saves x and the filter."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, offsets, out_size, library):
-        ctx.save_for_backward(x, weight)
-        ctx.config = (stride, offsets, library)
-        dtype = compute_dtype(x.dtype)
-        xc, wc, bc = (t.to(dtype).contiguous() for t in (x, weight, bias))
-        out = xc.new_empty((*x.shape[:2], *out_size))
-        run_kernel(library, 'dpp_filter_guide_forward', (xc, wc, bc, out),
-                   _filter_sizes(x, out_size, stride, offsets))
-        return out.to(x.dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        stride, offsets, library = ctx.config
-        dtype = compute_dtype(x.dtype)
-        n, channels = x.shape[:2]
-        xc, wc, gc = (t.to(dtype).contiguous() for t in (x, weight, grad))
-        grad_x = torch.empty_like(xc)
-        plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
-        plane_bias = torch.empty(n * channels, dtype=torch.float64)
-        run_kernel(library, 'dpp_filter_guide_backward',
-                   (xc, wc, gc, grad_x, plane_weight, plane_bias),
-                   _filter_sizes(x, grad.shape[2:], stride, offsets))
-        grad_weight = plane_weight.view(n, channels, 1, 3, 3).sum(0).to(weight.dtype)
-        grad_bias = plane_bias.view(n, channels).sum(0).to(weight.dtype)
-        return grad_x.to(x.dtype), grad_weight, grad_bias, None, None, None, None
-
-
-def _filter_sizes(x, out_size, stride, offsets):
-    n, c, h, w = x.shape
-    return (n * c, c, h, w, *out_size, *stride, *offsets)
+        bias = weight.new_zeros(channels)
+    return _filter_guide_op(x, weight, bias, kernel, step, pads, backend)
 
 
 def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:
@@ -360,8 +484,8 @@ def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
                        stride: IntPair = 2, padding=0) -> torch.Tensor:
     """The normalised weights :func:`dpp2d` gives each pixel of each window.
 
-    Computed by the same function as ``dpp2d``'s PyTorch path, so
-    ``(weights * windows).sum(2)`` is ``dpp2d``'s output. Arguments as :func:`dpp2d`.
+    Computed by ``dpp2d``'s PyTorch form (``_DppWindows``), so ``(weights * windows).sum(2)``
+    is ``dpp2d``'s output. Arguments as :func:`dpp2d`; no gradient is kept.
 
     Returns:
         (N, C, Kh * Kw, Ho, Wo), window taps in row-major order; each window's weights sum
@@ -371,6 +495,9 @@ def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
     if reward not in DPP_REWARDS:
         raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    weight, _ = _dpp_weights_torch(x, guide, alpha, lam, reward, kernel, step, pads, out_size)
-    return weight.permute(1, 2, 0, 3, 4)
+    channels = x.shape[1]
+    alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
+    with torch.no_grad():
+        windows = _DppWindows(*_dpp_inputs(x, guide, alpha, lam), reward == 'asym', kernel,
+                              step, pads)
+        return (windows.weight / windows.weight_sum).permute(1, 2, 0, 3, 4)

@@ -4,12 +4,19 @@ The library has no torch headers, so it compiles in a few seconds with the syste
 compiler the first time it is needed, into a cache keyed by the source, the flags and the
 compiler. When there is no compiler or the build fails, :func:`pooling_cpu_library` returns
 None (with one warning) and the ops use their pure-PyTorch paths, which give the same results.
+A cached library that no longer loads (e.g. a truncated file) is rebuilt once.
+
+The ops call these kernels only inside their custom-op implementations
+(:mod:`lip_mmdet.ops.lip`, :mod:`lip_mmdet.ops.dpp`), so the loader's lock, the ctypes call
+and the thread count never reach ``torch.compile`` or ``torch.export``.
 
 Environment:
     LIP_MMDET_NATIVE=0   never build or load the library (pure-PyTorch path only).
     LIP_MMDET_CACHE=DIR  cache root (default ``~/.cache/lip_mmdet``); the library goes in
                          ``DIR/ops``.
-    CXX                  compiler to use (default ``c++``, then ``g++``).
+    CXX                  compiler to use (default ``c++``, then ``g++``). When set, it must
+                         name an executable: otherwise the kernels are not built (one
+                         warning says so) rather than built by another compiler.
 """
 import ctypes
 import hashlib
@@ -24,10 +31,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ['pooling_cpu_library', 'native_enabled', 'select_cpu_library', 'run_kernel',
-           'BACKENDS']
+__all__ = ['pooling_cpu_library', 'native_enabled', 'run_kernel']
 
-BACKENDS = ('auto', 'cpu_kernel', 'torch')
 _MIN_ELEMENTS_PER_THREAD = 1 << 15
 
 _CSRC = Path(__file__).with_name('csrc')
@@ -42,11 +47,19 @@ def native_enabled() -> bool:
     return os.environ.get('LIP_MMDET_NATIVE', '1') != '0'
 
 
-def _compiler() -> Optional[str]:
-    for candidate in (os.environ.get('CXX'), 'c++', 'g++'):
-        if candidate and shutil.which(candidate):
+def _compiler() -> str:
+    """Path of the C++ compiler to build with; raises RuntimeError naming what is missing."""
+    requested = os.environ.get('CXX')
+    if requested:
+        found = shutil.which(requested)
+        if found is None:
+            raise RuntimeError(f'CXX={requested!r} is not an executable compiler (unset CXX '
+                               'to use c++ or g++ from PATH)')
+        return found
+    for candidate in ('c++', 'g++'):
+        if shutil.which(candidate):
             return shutil.which(candidate)
-    return None
+    raise RuntimeError('no C++ compiler found (install g++ or set CXX)')
 
 
 def _flags():
@@ -59,7 +72,9 @@ def _flags():
     return flags
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, rebuild: bool = False) -> Path:
+    """Path of the compiled library in the cache, compiling it unless it is there (or
+    ``rebuild`` is set)."""
     flags = _flags()
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                              timeout=60).stdout
@@ -68,7 +83,7 @@ def _build(compiler: str) -> Path:
     root = os.environ.get('LIP_MMDET_CACHE') or os.path.join(
         os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lip_mmdet')
     target = Path(root) / 'ops' / f'pooling_cpu_{key}.so'
-    if target.exists():
+    if target.exists() and not rebuild:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build to a private name, then rename: concurrent processes never load a partial file.
@@ -112,37 +127,21 @@ def pooling_cpu_library() -> Optional[ctypes.CDLL]:
     with _lock:
         if not _state['tried']:
             _state['tried'] = True
-            compiler = _compiler()
             try:
-                if compiler is None:
-                    raise RuntimeError('no C++ compiler found (set CXX)')
-                _state['library'] = _bind(_build(compiler))
+                compiler = _compiler()
+                path = _build(compiler)
+                try:
+                    _state['library'] = _bind(path)
+                except (OSError, AttributeError) as error:
+                    # A cached file that does not load (truncated, foreign) is rebuilt once
+                    # rather than making every later process fall back.
+                    warnings.warn(f'lip_mmdet: cached CPU pooling kernels {path} do not load '
+                                  f'({error}); rebuilding them')
+                    _state['library'] = _bind(_build(compiler, rebuild=True))
             except Exception as error:  # any build/load failure means: use the torch path
                 warnings.warn(f'lip_mmdet: fused CPU pooling kernels unavailable, using the '
                               f'pure-PyTorch path ({error})')
         return _state['library']
-
-
-def select_cpu_library(x: torch.Tensor, backend: str) -> Optional[ctypes.CDLL]:
-    """The kernel library to use for ``x`` under ``backend`` (one of :data:`BACKENDS`), or
-    None for the PyTorch path. Raises if 'cpu_kernel' is asked for and cannot be had.
-
-    While tracing (``torch.jit.trace``, e.g. mmengine's FLOP counter) 'auto' takes the PyTorch
-    path: a ctypes kernel is opaque to the tracer and its sizes would be traced tensors.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
-    if backend == 'auto' and torch.jit.is_tracing():
-        return None
-    if backend == 'torch' or x.device.type != 'cpu':
-        if backend == 'cpu_kernel':
-            raise ValueError(f"backend='cpu_kernel' needs CPU tensors, got device {x.device}")
-        return None
-    library = pooling_cpu_library()
-    if library is None and backend == 'cpu_kernel':
-        raise RuntimeError("backend='cpu_kernel' requested but the fused CPU kernels are "
-                           'unavailable (see the warning above, or LIP_MMDET_NATIVE=0)')
-    return library
 
 
 def run_kernel(library: ctypes.CDLL, name: str, tensors, sizes, *scalars) -> None:

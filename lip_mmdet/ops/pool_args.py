@@ -11,7 +11,8 @@ IntPair = Union[int, Tuple[int, int]]
 Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
-           'Pads', 'as_pads', 'pooled_size', 'window_views', 'compute_dtype']
+           'Pads', 'as_pads', 'check_output_size', 'pooled_size', 'window_views',
+           'compute_dtype']
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -75,8 +76,8 @@ def as_pads(padding) -> Pads:
     return ph, ph, pw, pw
 
 
-def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, int]:
-    """Output (H, W) of a floor-mode pooling; raises if the kernel exceeds the padded input.
+def check_output_size(height: int, width: int, kernel, padding) -> None:
+    """Raises ValueError if the kernel does not fit the padded input (no output pixel).
 
     ``padding`` is (ph, pw) or (top, bottom, left, right).
     """
@@ -85,7 +86,17 @@ def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, 
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(f'kernel_size {tuple(kernel)} is larger than the padded input '
                          f'{padded} (input {height}x{width}, padding {tuple(padding)})')
-    return ((padded[0] - kernel[0]) // stride[0] + 1, (padded[1] - kernel[1]) // stride[1] + 1)
+
+
+def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, int]:
+    """Output (H, W) of a floor-mode pooling (after :func:`check_output_size`).
+
+    ``padding`` is (ph, pw) or (top, bottom, left, right).
+    """
+    check_output_size(height, width, kernel, padding)
+    top, bottom, left, right = as_pads(padding)
+    return ((height + top + bottom - kernel[0]) // stride[0] + 1,
+            (width + left + right - kernel[1]) // stride[1] + 1)
 
 
 def window_views(padded: torch.Tensor, kernel, stride, out_size):

@@ -16,10 +16,10 @@ def benchmark():
     return module
 
 
-def test_reports_every_op_with_ratios_and_targets(benchmark, tmp_path, capsys):
+def test_reports_every_op_with_ratios_and_budgets(benchmark, tmp_path, capsys):
     out = tmp_path / 'bench.json'
     report = benchmark.main(['--shapes', '2x4x9x10', '--repeats', '1', '--warmup', '0',
-                             '--json-out', str(out)])
+                             '--out', str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     ops = report['shapes']['2x4x9x10']['ops']
     assert list(ops) == list(benchmark.OPS)
@@ -30,7 +30,9 @@ def test_reports_every_op_with_ratios_and_targets(benchmark, tmp_path, capsys):
     # lip2d keeps exactly its two inputs: 2 * 2*4*9*10 floats against inputs + output.
     assert ops['lip2d']['saved_mb'] * 2**20 == 2 * 720 * 4
     assert ops['lip2d']['saved_vs_inputs_output'] < 1
-    assert set(report['shapes']['2x4x9x10']['targets']) == set(benchmark.TARGETS)
+    assert ops['LiteDPP[torch]']['fwd_bwd_vs_torch'] == 1.0
+    assert ops['FullDPP']['fwd_bwd_vs_torch'] > 0
+    assert set(report['shapes']['2x4x9x10']['budgets']) == set(benchmark.BUDGETS)
     printed = capsys.readouterr().out
     assert '| lip2d ' in printed and 'saved/(in+out)' in printed
 

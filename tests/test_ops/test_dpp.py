@@ -244,20 +244,20 @@ def test_s3_sample_is_reproducible_and_random():
 
 
 @pytest.mark.parametrize('call,error,message', [
-    (lambda x, g, a, l: dpp2d(x, g, a, l, reward='max'), ValueError, 'reward'),
-    (lambda x, g, a, l: dpp2d(x, g[..., :2], a, l), ValueError, 'guide must have'),
-    (lambda x, g, a, l: dpp2d(x, g.double(), a, l), TypeError, 'dtype'),
-    (lambda x, g, a, l: dpp2d(x, g, a[:2], l), ValueError, 'alpha'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l.tolist()), TypeError, 'lam'),
-    (lambda x, g, a, l: dpp2d(x[0], g, a, l), ValueError, 'shape'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l, kernel_size=0), ValueError, 'kernel_size'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l, stride=-1), ValueError, 'stride'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l, padding=2), ValueError, 'half the kernel'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l, padding=(0, 2, 0, 0)), ValueError, 'padding'),
-    (lambda x, g, a, l: dpp2d(x, g, a, l, kernel_size=8), ValueError, 'larger than'),
-    (lambda x, g, a, l: dpp_filter_guide(x, a, None), ValueError, 'weight'),
-    (lambda x, g, a, l: s3_sample(x, 2, 3), ValueError, 'multiple of stride'),
-    (lambda x, g, a, l: s3_sample(x, 0, 2), ValueError, 'stride'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, reward='max'), ValueError, 'reward'),
+    (lambda x, g, a, lm: dpp2d(x, g[..., :2], a, lm), ValueError, 'guide must have'),
+    (lambda x, g, a, lm: dpp2d(x, g.double(), a, lm), TypeError, 'dtype'),
+    (lambda x, g, a, lm: dpp2d(x, g, a[:2], lm), ValueError, 'alpha'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm.tolist()), TypeError, 'lam'),
+    (lambda x, g, a, lm: dpp2d(x[0], g, a, lm), ValueError, 'shape'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, kernel_size=0), ValueError, 'kernel_size'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, stride=-1), ValueError, 'stride'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, padding=2), ValueError, 'half the kernel'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, padding=(0, 2, 0, 0)), ValueError, 'padding'),
+    (lambda x, g, a, lm: dpp2d(x, g, a, lm, kernel_size=8), ValueError, 'larger than'),
+    (lambda x, g, a, lm: dpp_filter_guide(x, a, None), ValueError, 'weight'),
+    (lambda x, g, a, lm: s3_sample(x, 2, 3), ValueError, 'multiple of stride'),
+    (lambda x, g, a, lm: s3_sample(x, 0, 2), ValueError, 'stride'),
 ])
 def test_bad_inputs(call, error, message):
     x = torch.randn(1, 3, 6, 6)

@@ -8,9 +8,14 @@ shared machine hits them alike; medians are reported. Peak memory is the extra m
 needs over the built model and its input: CUDA's allocator peak on a GPU; on CPU (Linux) the
 rise of the resident set's high-water mark, reset before each pass (allocator slack included).
 Prints a table and writes JSON with ratios to the first model (the baseline).
+
+On a GPU: ``--device cuda`` times with CUDA events; ``--dtype bfloat16`` runs the passes under
+``torch.autocast`` (bfloat16), as mixed-precision training does.
 """
 import argparse
+import contextlib
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -36,15 +41,23 @@ def build(model_type: str, depth: int):
     return model
 
 
-def forward(model, x):
+def _precision(x, dtype):
+    """``torch.autocast`` to ``dtype``, or nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=dtype)
+
+
+def forward(model, x, dtype=torch.float32):
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _precision(x, dtype):
         model(x)
 
 
-def train_step(model, x):
+def train_step(model, x, dtype=torch.float32):
     model.train()
-    outs = model(x)
+    with _precision(x, dtype):
+        outs = model(x)
     sum(o.float().sum() for o in outs).backward()
     model.zero_grad(set_to_none=True)
 
@@ -68,12 +81,11 @@ def _cpu_peak_mb(fn, model, x) -> float:
     return _proc_status_mb('VmHWM') - start
 
 
-def peak_memory_mb(model, x, device):
-    """(forward, forward+backward) extra peak memory in MiB."""
+def peak_memory_mb(model, x, device, passes):
+    """(forward, forward+backward) extra peak memory in MiB of ``passes`` (two functions)."""
     if device.type == 'cuda':
-        return tuple(cuda_peak_bytes(lambda: fn(model, x), device) / 2**20
-                     for fn in (forward, train_step))
-    return tuple(_cpu_peak_mb(fn, model, x) for fn in (forward, train_step))
+        return tuple(cuda_peak_bytes(lambda: fn(model, x), device) / 2**20 for fn in passes)
+    return tuple(_cpu_peak_mb(fn, model, x) for fn in passes)
 
 
 def parse_args():
@@ -85,7 +97,9 @@ def parse_args():
     parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (CUDA events)")
+    parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+                        help='bfloat16: passes run under torch.autocast')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     parser.add_argument('--out', default='work_dirs/benchmark_backbone.json')
@@ -96,6 +110,8 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    passes = (functools.partial(forward, dtype=dtype), functools.partial(train_step, dtype=dtype))
     shape = (args.batch, 3, *args.size)
     torch.manual_seed(0)
     models = {name: build(name, args.depth).to(device) for name in args.models}
@@ -103,8 +119,8 @@ def main():
     times = {name: {'fwd': [], 'fwd_bwd': []} for name in models}
     for round_idx in range(args.warmup + args.repeats):
         for name, model in models.items():
-            fwd = time_ms(lambda: forward(model, x), device)
-            step = time_ms(lambda: train_step(model, x), device)
+            fwd = time_ms(lambda: passes[0](model, x), device)
+            step = time_ms(lambda: passes[1](model, x), device)
             if round_idx >= args.warmup:
                 times[name]['fwd'].append(fwd)
                 times[name]['fwd_bwd'].append(step)
@@ -113,7 +129,8 @@ def main():
     for name, model in models.items():
         entry = {k: statistics.median(v) for k, v in times[name].items()}
         if not args.no_memory:
-            entry['peak_fwd_mb'], entry['peak_fwd_bwd_mb'] = peak_memory_mb(model, x, device)
+            entry['peak_fwd_mb'], entry['peak_fwd_bwd_mb'] = peak_memory_mb(model, x, device,
+                                                                            passes)
         results[name] = entry
     base = results[args.models[0]]
     for name, entry in results.items():
@@ -127,8 +144,8 @@ def main():
     columns = ['fwd', 'fwd_bwd'] + ([] if args.no_memory else ['peak_fwd_mb', 'peak_fwd_bwd_mb'])
     titles = {'fwd': 'fwd ms', 'fwd_bwd': 'fwd+bwd ms', 'peak_fwd_mb': 'fwd MiB',
               'peak_fwd_bwd_mb': 'fwd+bwd MiB'}
-    print(f'{args.depth}-layer backbones, input {shape}, {device}, {args.threads} threads, '
-          f'median of {args.repeats}')
+    print(f'{args.depth}-layer backbones, input {shape}, {device}, {args.dtype}, '
+          f'{args.threads} threads, median of {args.repeats}')
     print(f'{"model":<12}' + ''.join(f'{titles[c]:>14}{"ratio":>7}' for c in columns) +
           f'{"target":>12}')
     for name, entry in results.items():
@@ -142,6 +159,7 @@ def main():
                                                    if device.type == 'cuda' else
                                                    platform.processor() or platform.machine()),
                   threads=args.threads, torch=torch.__version__, input_shape=list(shape),
+                  dtype=args.dtype,
                   depth=args.depth, repeats=args.repeats, baseline=args.models[0],
                   results=results)
     if osp.dirname(args.out):
