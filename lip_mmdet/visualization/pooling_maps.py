@@ -208,13 +208,15 @@ def find_gt_boxes(cfg: Config, image: str) -> Optional[np.ndarray]:
 
 def draw_pooling_maps(rows: Sequence[Dict], out_file: str, title: str) -> str:
     """One row per image: the image, then one panel per pooling layer with its importance
-    overlaid (colour scale 0 to the layer's 99th percentile, at least 1), titled with the
-    layer name and stride; ground-truth boxes (``row['boxes']``, xyxy in the shown image's
-    pixels) drawn on every panel. The PNG is (1 + layers) * 320 px wide, 340 px per row high.
+    overlaid (diverging colours centred on 1, red = favoured, blue = suppressed, from the
+    layer's 1st to its 99th percentile), titled with the layer name and stride; ground-truth
+    boxes (``row['boxes']``, xyxy in the shown image's pixels) drawn on every panel. The PNG
+    is (1 + layers) * 320 px wide, 340 px per row high.
     """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
     columns = 1 + max(len(row['maps']) for row in rows)
@@ -229,9 +231,11 @@ def draw_pooling_maps(rows: Sequence[Dict], out_file: str, title: str) -> str:
                 ax.imshow(row['image'])
             else:
                 ax.imshow(gray, cmap='gray')
-                top = max(1.0, float(np.percentile(layer_map.importance, 99)))
-                shown = ax.imshow(layer_map.importance, cmap='inferno', alpha=0.65, vmin=0,
-                                  vmax=top)
+                # diverging around 1 (average pooling): red favoured, blue suppressed
+                low, high = np.percentile(layer_map.importance, [1, 99])
+                norm = TwoSlopeNorm(vcenter=1.0, vmin=min(float(low), 1 - 1e-3),
+                                    vmax=max(float(high), 1 + 1e-3))
+                shown = ax.imshow(layer_map.importance, cmap='RdBu_r', norm=norm, alpha=0.7)
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
             for x1, y1, x2, y2 in (row.get('boxes') if row.get('boxes') is not None
                                    else []):
