@@ -21,7 +21,8 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ['t_cdf', 't_quantile', 'mean_interval', 'run_metrics', 'summarize_study',
-           'run_seed_study', 'train_demo_run', 'RESULT_FILE', 'STUDY_FILE', 'BASE_METRICS']
+           'format_study', 'run_seed_study', 'train_demo_run', 'RESULT_FILE', 'STUDY_FILE',
+           'BASE_METRICS']
 
 RESULT_FILE = 'seed_study_result.json'
 STUDY_FILE = 'seed_study.json'
@@ -158,6 +159,37 @@ def summarize_study(results: Mapping[str, Mapping[int, Mapping[str, Optional[flo
             diffs = [results[name][s][metric] - reference[s][metric] for s in seeds]
             paired[name][metric] = dict(seeds=seeds, diffs=diffs, **mean_interval(diffs, level))
     return dict(metrics=metrics, summary=summary, paired=paired, level=level)
+
+
+def _number(value, digits=3) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def format_study(study: Mapping) -> str:
+    """Markdown tables of a study: mean +- std per config and metric, then each config's
+    paired difference to the first as ``mean [low, high]`` (the confidence interval)."""
+    metrics, names = study['metrics'], list(study['summary'])
+    lines = ['| config | ' + ' | '.join(metrics) + ' |', '|---' * (len(metrics) + 1) + '|']
+    for name in names:
+        cells = []
+        for metric in metrics:
+            stats = study['summary'][name][metric]
+            cells.append(_number(stats['mean']) if stats['std'] is None else
+                         f"{_number(stats['mean'])} +- {_number(stats['std'])}")
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    if names[1:]:
+        level = 100 * study.get('level', 0.95)
+        lines += ['', f'| paired difference, mean [{level:.0f}% interval] | '
+                  + ' | '.join(metrics) + ' |', '|---' * (len(metrics) + 1) + '|']
+        for name in names[1:]:
+            cells = []
+            for metric in metrics:
+                paired = study['paired'][name][metric]
+                interval = '' if paired['low'] is None else \
+                    f" [{_number(paired['low'])}, {_number(paired['high'])}]"
+                cells.append(f"{_number(paired['mean'], 3)}{interval}")
+            lines.append(f'| {name} - {names[0]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def _clock(seconds: float) -> str:

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from lip_mmdet.evaluation.seed_study import (mean_interval, run_metrics, summarize_study,
-                                             t_cdf, t_quantile)
+from lip_mmdet.evaluation.seed_study import (format_study, mean_interval, run_metrics,
+                                             summarize_study, t_cdf, t_quantile)
 
 # two-sided 95% (p = 0.975) and 90% (p = 0.95) critical values of Student's t, from the
 # standard table (e.g. NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2)
@@ -80,3 +80,13 @@ def test_summarize_study_pairs_by_seed():
     # AP_s pairs only the seeds both runs have
     assert study['paired']['new']['AP_s']['seeds'] == [0, 1]
     assert 'base' not in study['paired']
+
+
+def test_format_study_tables():
+    results = {'base': {0: dict(AP=0.50), 1: dict(AP=0.52), 2: dict(AP=0.54)},
+               'new': {0: dict(AP=0.53), 1: dict(AP=0.56), 2: dict(AP=0.55)}}
+    text = format_study(summarize_study(results)).splitlines()
+    assert text[:4] == ['| config | AP |', '|---|---|', '| base | 0.520 +- 0.020 |',
+                        '| new | 0.547 +- 0.015 |']
+    # 0.0267 +- 4.303 * 0.01528 / sqrt(3)
+    assert text[-1] == '| new - base | 0.027 [-0.011, 0.065] |'

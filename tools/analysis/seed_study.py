@@ -18,8 +18,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from lip_mmdet.evaluation.seed_study import (STUDY_FILE, run_seed_study,  # noqa: E402
-                                             train_demo_run)
+from lip_mmdet.evaluation.seed_study import (STUDY_FILE, format_study,  # noqa: E402
+                                             run_seed_study, train_demo_run)
 from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import plot_seed_study  # noqa: E402
 
@@ -65,6 +65,7 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     plot = plot_seed_study(study, osp.join(args.work_dir, 'seed_study.png'))
+    print(format_study(study))
     print(f'[study] results: {osp.join(args.work_dir, STUDY_FILE)}\n[study] plot: {plot}')
     return 0
 
