@@ -17,6 +17,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -206,7 +207,8 @@ def run_seed_study(configs: Sequence[str], seeds: Sequence[int], work_dir: str,
 
     Run (config ``c``, seed ``s``) works in ``<work_dir>/<c's file name>/seed_<s>`` and,
     once trained, leaves :data:`RESULT_FILE` there; a pair whose file exists is read, not
-    trained again. The study is written to ``<work_dir>/seed_study.json``.
+    trained again, and a run folder without it (an interrupted attempt) is removed before
+    the run is trained again. The study is written to ``<work_dir>/seed_study.json``.
 
     Args:
         configs: config paths; the first is the reference of the paired differences.
@@ -243,6 +245,9 @@ def run_seed_study(configs: Sequence[str], seeds: Sequence[int], work_dir: str,
         eta = (f', ETA {_clock(trained_seconds / trained * remaining)}' if trained
                else '')
         log(f'[study] {label} (elapsed {_clock(time.perf_counter() - start)}{eta})')
+        if osp.isdir(run_dir):  # its logs would mix with the new run's
+            shutil.rmtree(run_dir)
+            log(f'[study] {label}: removed the unfinished earlier attempt in {run_dir}')
         run_start = time.perf_counter()
         run = train_fn(config=config, work_dir=run_dir, seed=seed, **dict(train_kwargs or {}))
         seconds = time.perf_counter() - run_start

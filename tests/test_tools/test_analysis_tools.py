@@ -2,6 +2,7 @@
 subprocesses, on a tiny demo study (4 training images, 1 epoch, 2 seeds)."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -86,7 +87,24 @@ def test_seed_study_resumes_without_training_again(study):
     assert proc.stdout.count('done before') == 4 and 'finished in' not in proc.stdout
     after = json.loads((study['work_dir'] / 'seed_study.json').read_text())
     assert after['summary'] == before['summary'] and after['paired'] == before['paired']
-    assert (study['work_dir'] / 'faster_rcnn_lip_r18_demo' / 'seed_0' / RESULT_FILE).is_file()
+    assert '| faster_rcnn_dpp_r18_demo - faster_rcnn_lip_r18_demo |' in proc.stdout
+
+
+def test_seed_study_trains_an_interrupted_run_again(study, tmp_path):
+    # a copy of the study where the DPP seed-1 run was interrupted (no result file)
+    work_dir = tmp_path / 'study'
+    shutil.copytree(study['work_dir'], work_dir)
+    run_dir = work_dir / 'faster_rcnn_dpp_r18_demo' / 'seed_1'
+    (run_dir / RESULT_FILE).unlink()
+    stale = next(run_dir.glob('2*'))
+    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
+                     '--work-dir', work_dir, '--data', study['root'] / 'data', *SIZE],
+                    cwd=tmp_path, timeout=600)
+    assert_ok(proc)
+    assert proc.stdout.count('done before') == 3
+    assert 'run 4/4: faster_rcnn_dpp_r18_demo seed 1: removed the unfinished' in proc.stdout
+    assert not stale.exists() and (run_dir / RESULT_FILE).is_file()
+    assert len(list(run_dir.glob('*/vis_data/scalars.json'))) == 1
 
 
 def test_seed_study_refuses_a_missing_config(tmp_path):
