@@ -125,3 +125,15 @@ def test_refuses_models_without_pooling_and_foreign_checkpoints(demo_on_tiny, tm
         show_pooling(demo_on_tiny['config'], None, [str(tmp_path / 'missing.png')],
                      str(tmp_path / 'never'))
     assert not (tmp_path / 'never').exists()
+
+
+def test_demo_picture_for_a_trained_run_and_none_for_the_stock_twin(tiny_coco, tmp_path):
+    from lip_mmdet.visualization import demo_importance_maps
+    stock = REPO / 'configs' / 'demo' / 'faster_rcnn_r18_demo.py'
+    assert demo_importance_maps(str(stock), str(tmp_path), tiny_coco['data_root']) is None
+    # a work dir whose last checkpoint is a LIP model: two validation rows with their boxes
+    checkpoint = perturbed_checkpoint(str(LIP_DEMO), tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text(checkpoint)
+    picture = demo_importance_maps(str(LIP_DEMO), str(tmp_path), tiny_coco['data_root'])
+    assert picture == str(tmp_path / 'pooling_importance.png')
+    assert Image.open(picture).size == (5 * 320, 2 * 340)
