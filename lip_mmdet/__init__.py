@@ -6,5 +6,6 @@ mmdet's registries, and lets mmengine load the checkpoints it saves under torch 
 from .version import __version__
 from . import utils  # noqa: F401  (first: checkpoint loading fix)
 from . import demo, evaluation, models, ops  # noqa: F401
+from . import engine  # noqa: F401  (after models: its hooks read the pooling layers)
 
 __all__ = ['__version__']

@@ -24,6 +24,7 @@ from mmengine.config import DictAction  # noqa: E402
 from lip_mmdet.demo import data_setting_name, demo_config, train_demo  # noqa: E402
 from lip_mmdet.evaluation import format_comparison, plot_ap_by_size  # noqa: E402
 from lip_mmdet.utils import PreflightError  # noqa: E402
+from lip_mmdet.visualization import demo_importance_maps  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'faster_rcnn_lip_r18_demo.py')
 
@@ -102,6 +103,9 @@ def main(argv=None) -> int:
     print(f'\n[demo] results ({run["source"]}):')
     print(format_comparison([run], [name]))
     print(f'[demo] AP-by-size chart: {chart}')
+    maps = demo_importance_maps(args.config, args.work_dir, run['data_root'])
+    if maps:
+        print(f'[demo] importance maps of two validation images: {maps}')
     print(f'[demo] full log: {run["log_file"]}')
     print(f'[demo] bbox_mAP {run["coco"]["mAP"]:.3f}, total time {run["seconds"]:.0f} s')
     return 0

@@ -95,5 +95,8 @@ default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=num_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=20)
+# Per-layer pooling statistics (LIP effective window, DPP lambda/alpha) in the logs and
+# vis_data/scalars.json, for tools/analysis/plot_pooling.py; the twins inherit it.
+custom_hooks = [dict(type='PoolingStatsHook', interval=50)]
 # One seed for the demo and its twins, so that their runs differ only by the backbone.
 randomness = dict(seed=0)

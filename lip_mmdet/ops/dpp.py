@@ -32,7 +32,8 @@ from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_output_
                         check_window, compute_dtype, pooled_size, window_views)
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
-           'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED']
+           'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',
+           'dpp_window_weights']
 
 DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
@@ -481,3 +482,27 @@ def check_s3_args(stride: int, grid_size: int) -> None:
             raise ValueError(f'{name} must be a positive int, got {value!r}')
     if grid_size % stride:
         raise ValueError(f'grid_size ({grid_size}) must be a multiple of stride ({stride})')
+
+
+def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor,
+                       lam: torch.Tensor, reward: str = 'asym', kernel_size: IntPair = 2,
+                       stride: IntPair = 2, padding=0) -> torch.Tensor:
+    """The normalised weights :func:`dpp2d` gives each pixel of each window.
+
+    Computed by ``dpp2d``'s PyTorch form (``_DppWindows``), so ``(weights * windows).sum(2)``
+    is ``dpp2d``'s output. Arguments as :func:`dpp2d`; no gradient is kept.
+
+    Returns:
+        (N, C, Kh * Kw, Ho, Wo), window taps in row-major order; each window's weights sum
+        to 1 and padding taps are 0. Compute dtype (float32 for half inputs).
+    """
+    check_feature_map(x, 'x')
+    if reward not in DPP_REWARDS:
+        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    channels = x.shape[1]
+    alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
+    with torch.no_grad():
+        windows = _DppWindows(*_dpp_inputs(x, guide, alpha, lam), reward == 'asym', kernel,
+                              step, pads)
+        return (windows.weight / windows.weight_sum).permute(1, 2, 0, 3, 4)

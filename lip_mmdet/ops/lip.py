@@ -30,7 +30,7 @@ from .native import pooling_cpu_library, run_kernel
 from .pool_args import (IntPair, check_feature_map, check_output_size, check_same_layout,
                         check_window, compute_dtype, pooled_size, window_views)
 
-__all__ = ['lip2d', 'lip2d_naive', 'SHIFT_RANGE']
+__all__ = ['lip2d', 'lip2d_naive', 'lip_window_weights', 'SHIFT_RANGE']
 
 SHIFT_RANGE = 60.0
 
@@ -192,3 +192,27 @@ def lip2d_naive(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3,
     weight = torch.exp(logit)
     return (F.avg_pool2d(x * weight, kernel, step, pad)
             / F.avg_pool2d(weight, kernel, step, pad))
+
+
+def lip_window_weights(logit: torch.Tensor, kernel_size: IntPair = 3, stride: IntPair = 2,
+                       padding: IntPair = 1) -> torch.Tensor:
+    """The normalised weights ``exp(logit[q]) / sum_q' exp(logit[q'])`` that :func:`lip2d`
+    gives each pixel q of each window (a softmax over the window's valid pixels).
+
+    Args:
+        logit: importance logits (N, C, H, W), floating point.
+        kernel_size, stride, padding: the window, as :func:`lip2d`.
+
+    Returns:
+        (N, C, Kh * Kw, Ho, Wo), window taps in row-major order, so that
+        ``lip2d(x, logit)`` equals the weighted sum of each window's pixels of ``x``. Each
+        window's weights sum to 1; padding taps are 0. Compute dtype (float32 for half).
+    """
+    check_feature_map(logit, 'logit')
+    kernel, step, pad = check_window(kernel_size, stride, padding)
+    logit = logit.detach().to(compute_dtype(logit.dtype))
+    # the PyTorch form's window sums (their numerator, of x = logit, goes unused)
+    sums = _windowed_sums(logit, logit, kernel, step, pad)
+    taps = [torch.exp(ls - sums.win_max) / sums.den
+            for ls in window_views(sums.l_pad, kernel, step, sums.den.shape[2:])]
+    return torch.stack(taps, dim=2)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from mmengine.config import Config
+from PIL import Image
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name
 from mmdet.registry import MODELS
@@ -59,6 +60,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert 'classwise' in report['metrics']['bbox']
     assert (work_dir / 'epoch_1.pth').is_file()
     assert (work_dir / 'ap_by_size.png').stat().st_size > 0
+    # the importance maps of the first two validation images, one row each
+    maps = work_dir / 'pooling_importance.png'
+    assert f'[demo] importance maps of two validation images: {maps}' in printed
+    assert Image.open(maps).size == (5 * 320, 2 * 340)
 
 
 def test_demo_bad_input_is_one_line(tmp_path):

@@ -13,8 +13,17 @@ from .lip import (
     SimplifiedLIP,
     SoftGate,
 )
+from .pool_weights import (
+    PoolingWeightsMixin,
+    effective_window_size,
+    fold_window_weights,
+    pooling_layers,
+    relative_importance,
+)
 
 __all__ = [
     'SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP', 'BOTTLENECK_WIDTH',
-    'LIP_NORM_CFG', 'InstanceNorm2dAnySize', 'LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX'
+    'LIP_NORM_CFG', 'InstanceNorm2dAnySize', 'LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX',
+    'PoolingWeightsMixin', 'effective_window_size', 'fold_window_weights', 'pooling_layers',
+    'relative_importance'
 ]

@@ -23,17 +23,20 @@ from lip_mmdet.ops import (
     dpp_filter_box_init,
     dpp_filter_guide,
     dpp_same_padding,
+    dpp_window_weights,
     s3_sample,
 )
 from lip_mmdet.ops.pool_args import IntPair, as_pads, check_window, to_pair
 from lip_mmdet.registry import MODELS
+
+from .pool_weights import PoolingWeightsMixin
 
 __all__ = ['LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX']
 
 LOG_ALPHA_MAX = 10.0
 
 
-class _DPPBase(nn.Module):
+class _DPPBase(PoolingWeightsMixin, nn.Module):
     """Shared parameters and checks; subclasses define ``guide(x)``.
 
     Args:
@@ -48,7 +51,12 @@ class _DPPBase(nn.Module):
             ``ceil(H / stride)`` rows (columns), the size a strided 3x3 convolution with
             padding 1 gives; a window there pools the real pixels it holds (one pixel pools
             to itself). Default: False.
+
+    ``window_weights(x)`` returns the normalised weights the layer pools with, (N, C,
+    Kh * Kw, Ho, Wo), and ``importance(x)`` the per-pixel importance relative to average
+    pooling, (N, C, H, W) (see ``pool_weights.py``).
     """
+    pool_kind = 'dpp'
 
     def __init__(self, channels: int, reward: str, kernel_size: IntPair, stride: IntPair,
                  padding: Union[IntPair, str], ceil_output: bool = False):
@@ -98,15 +106,38 @@ class _DPPBase(nn.Module):
             pads[2 * axis + 1] += max((wanted - 1) * stride[axis] + kernel[axis] - covered, 0)
         return tuple(pads)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window, or
-        ceil(H / stride) x ceil(W / stride) with ``ceil_output``."""
+    @property
+    def pool_window(self) -> dict:
+        """The configured window; :meth:`window_for` adds ``ceil_output``'s padding."""
+        pads = self.padding if isinstance(self.padding, tuple) and len(self.padding) == 4 \
+            else as_pads(to_pair(self.padding, 'padding'))
+        return dict(kernel_size=to_pair(self.kernel_size, 'kernel_size'),
+                    stride=to_pair(self.stride, 'stride'), padding=pads)
+
+    def window_for(self, x: torch.Tensor) -> dict:
+        padding = self.padding_for(x.shape[2], x.shape[3])
+        return dict(self.pool_window, padding=as_pads(
+            padding if isinstance(padding, tuple) else to_pair(padding, 'padding')))
+
+    def pool_inputs(self, x: torch.Tensor) -> tuple:
+        """(guide, alpha, lambda, padding) that ``forward`` pools ``x`` (N, C, H, W) with."""
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'{type(self).__name__} expects (N, {self.channels}, H, W), got '
                              f'{tuple(x.shape)}')
         padding = self.padding_for(x.shape[2], x.shape[3])
-        return dpp2d(x, self.guide(x, padding), self.alpha, self.lam, self.reward,
-                     self.kernel_size, self.stride, padding)
+        return self.guide(x, padding), self.alpha, self.lam, padding
+
+    def window_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised window weights: (N, C, H, W) -> (N, C, Kh * Kw, Ho, Wo)."""
+        guide, alpha, lam, padding = self.pool_inputs(x)
+        return dpp_window_weights(x, guide, alpha, lam, self.reward, self.kernel_size,
+                                  self.stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, Ho, Wo), sized as ``F.avg_pool2d`` with the same window, or
+        ceil(H / stride) x ceil(W / stride) with ``ceil_output``."""
+        guide, alpha, lam, padding = self.pool_inputs(x)
+        return dpp2d(x, guide, alpha, lam, self.reward, self.kernel_size, self.stride, padding)
 
     def extra_repr(self) -> str:
         return (f'{self.channels}, reward={self.reward!r}, kernel_size={self.kernel_size}, '

@@ -14,6 +14,10 @@ normalisation, its bias.
 Only :class:`SimplifiedLIP` stands on its own (in place of any 3x3/s2/p1 pooling); it is
 registered in :data:`lip_mmdet.registry.MODELS`. :class:`BottleneckShared` and
 :class:`BottleneckLIP` work as a pair inside a LIP bottleneck and are not registered.
+
+``window_weights(...)`` (same arguments as ``forward``) returns the normalised weights each
+layer pools with, (N, C, 9, ceil(H/2), ceil(W/2)), and ``importance(...)`` the per-pixel
+importance relative to average pooling, (N, C, H, W) (see ``pool_weights.py``).
 """
 from collections import OrderedDict
 
@@ -22,11 +26,13 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import constant_init, kaiming_init
 from torch import nn
 
-from lip_mmdet.ops import lip2d
+from lip_mmdet.ops import lip2d, lip_window_weights
 from lip_mmdet.registry import MODELS
 
+from .pool_weights import PoolingWeightsMixin
+
 __all__ = ['SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP',
-           'BOTTLENECK_WIDTH', 'LIP_NORM_CFG', 'InstanceNorm2dAnySize']
+           'BOTTLENECK_WIDTH', 'LIP_NORM_CFG', 'InstanceNorm2dAnySize', 'LIP_WINDOW']
 
 # Width of the shared logit trunk of the official LIP-ResNet-50/101/152.
 BOTTLENECK_WIDTH = 128
@@ -51,6 +57,8 @@ class InstanceNorm2dAnySize(nn.InstanceNorm2d):
         if not self.affine:
             return centred
         return centred * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+# The window every LIP layer pools with (``lip2d``'s defaults).
+LIP_WINDOW = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
 
 
 def _norm(norm_cfg, channels) -> nn.Module:
@@ -100,7 +108,7 @@ def _reset_gated_logits(logits: nn.Sequential) -> None:
 
 
 @MODELS.register_module()
-class SimplifiedLIP(nn.Module):
+class SimplifiedLIP(PoolingWeightsMixin, nn.Module):
     """LIP whose logits come from its own input (stands where the stem max-pool stood).
 
     ``logit = gate(norm(conv3x3(x)))``, conv C->C without bias, zero-initialised.
@@ -113,6 +121,9 @@ class SimplifiedLIP(nn.Module):
     Shapes: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
+    pool_kind = 'lip'
+    pool_window = LIP_WINDOW
+
     def __init__(self, channels: int, norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
         self.logit = _gated_logits(channels, channels, 3, norm_cfg)
@@ -121,9 +132,17 @@ class SimplifiedLIP(nn.Module):
     def init_weights(self) -> None:
         _reset_gated_logits(self.logit)
 
+    def pool_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``forward`` pools with: (N, C, H, W) -> (N, C, H, W)."""
+        return self.logit(x)
+
+    def window_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised window weights: (N, C, H, W) -> (N, C, 9, ceil(H/2), ceil(W/2))."""
+        return lip_window_weights(self.pool_logits(x), **self.pool_window)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2))."""
-        return _pool(x, self.logit(x))
+        return _pool(x, self.pool_logits(x))
 
 
 class BottleneckShared(nn.Module):
@@ -162,7 +181,7 @@ class BottleneckShared(nn.Module):
         return self.logit(x)
 
 
-class BottleneckLIP(nn.Module):
+class BottleneckLIP(PoolingWeightsMixin, nn.Module):
     """LIP whose logits come from a shared trunk (:class:`BottleneckShared`).
 
     ``logit = gate(norm(conv1x1(shared)))``, conv width->C without bias, zero-initialised.
@@ -176,6 +195,9 @@ class BottleneckLIP(nn.Module):
     Shapes: x (N, C, H, W), shared (N, width, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
+    pool_kind = 'lip'
+    pool_window = LIP_WINDOW
+
     def __init__(self, channels: int, width: int = BOTTLENECK_WIDTH,
                  norm_cfg: dict = LIP_NORM_CFG):
         super().__init__()
@@ -186,8 +208,17 @@ class BottleneckLIP(nn.Module):
     def init_weights(self) -> None:
         _reset_gated_logits(self.postprocessing)
 
-    def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    def pool_logits(self, shared: torch.Tensor) -> torch.Tensor:
+        """The logits ``forward`` pools with: (N, width, H, W) -> (N, C, H, W)."""
         if shared.dim() != 4 or shared.shape[1] != self.width:
             raise ValueError(f'shared must have shape (N, {self.width}, H, W), got '
                              f'{tuple(shared.shape)}')
-        return _pool(x, self.postprocessing(shared))
+        return self.postprocessing(shared)
+
+    def window_weights(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """Normalised window weights (N, C, 9, ceil(H/2), ceil(W/2)); arguments as
+        ``forward`` (the weights depend on ``shared`` only)."""
+        return lip_window_weights(self.pool_logits(shared), **self.pool_window)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        return _pool(x, self.pool_logits(shared))

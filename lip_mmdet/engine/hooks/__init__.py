@@ -1,0 +1,3 @@
+from .pooling_stats_hook import PoolingStatsHook
+
+__all__ = ['PoolingStatsHook']

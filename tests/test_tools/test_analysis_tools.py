@@ -1,0 +1,182 @@
+"""tools/analysis/seed_study.py, plot_pooling.py and show_pooling.py end to end, in
+subprocesses, on a tiny demo study (4 training images, 1 epoch, 2 seeds)."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lip_mmdet.evaluation import load_run_metrics
+from lip_mmdet.evaluation.seed_study import RESULT_FILE, run_metrics, t_quantile
+from tiny_run import REPO, TOOLS, run_tool
+
+DEMO = REPO / 'configs' / 'demo'
+LIP, DPP = DEMO / 'faster_rcnn_lip_r18_demo.py', DEMO / 'faster_rcnn_dpp_r18_demo.py'
+ANALYSIS = TOOLS / 'analysis'
+SIZE = ['--num-train', '4', '--num-val', '2', '--epochs', '1', '--cfg-options',
+        'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2']
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n' \
+                                 f'{proc.stderr[-3000:]}'
+
+
+def assert_user_error(proc, message):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and 'Traceback' not in proc.stderr
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp('study')
+    work_dir = root / 'study'
+    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
+                     '--work-dir', work_dir, '--data', root / 'data', *SIZE], cwd=root,
+                    timeout=1200)
+    assert_ok(proc)
+    data_root = next(p for p in (root / 'data').iterdir() if p.is_dir())
+    return dict(root=root, work_dir=work_dir, stdout=proc.stdout, data_root=data_root)
+
+
+def test_seed_study_writes_the_runs_statistics(study):
+    work_dir = study['work_dir']
+    for number, label in enumerate(['faster_rcnn_lip_r18_demo seed 0',
+                                    'faster_rcnn_dpp_r18_demo seed 0',
+                                    'faster_rcnn_lip_r18_demo seed 1',
+                                    'faster_rcnn_dpp_r18_demo seed 1'], 1):
+        assert f'run {number}/4: {label}' in study['stdout']
+    assert 'ETA' in study['stdout']  # from the second run on
+    with open(work_dir / 'seed_study.json') as f:
+        result = json.load(f)
+    assert [c['name'] for c in result['configs']] == ['faster_rcnn_lip_r18_demo',
+                                                      'faster_rcnn_dpp_r18_demo']
+    assert result['seeds'] == [0, 1]
+    assert {'AP', 'AP50', 'AP_s', 'AP_tiny', 'AP_small'} <= set(result['metrics'])
+    # every number is the statistics of what the runs' evaluations wrote
+    runs = {name: {seed: run_metrics(load_run_metrics(str(work_dir / name / f'seed_{seed}')))
+                   for seed in (0, 1)}
+            for name in ('faster_rcnn_lip_r18_demo', 'faster_rcnn_dpp_r18_demo')}
+    t = t_quantile(0.975, 1)
+    assert t == pytest.approx(12.706, abs=1e-3)
+    for metric in ('AP', 'AP50', 'AP_tiny'):
+        for name, seeds in runs.items():
+            values = [seeds[s][metric] for s in (0, 1)]
+            stats = result['summary'][name][metric]
+            assert stats['values'] == pytest.approx(values)
+            assert stats['mean'] == pytest.approx(sum(values) / 2)
+            assert stats['std'] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
+        paired = result['paired']['faster_rcnn_dpp_r18_demo'][metric]
+        diffs = [runs['faster_rcnn_dpp_r18_demo'][s][metric]
+                 - runs['faster_rcnn_lip_r18_demo'][s][metric] for s in (0, 1)]
+        assert paired['diffs'] == pytest.approx(diffs)
+        half = t * abs(diffs[0] - diffs[1]) / math.sqrt(2) / math.sqrt(2)
+        assert paired['high'] - paired['low'] == pytest.approx(2 * half, abs=1e-9)
+    picture = Image.open(work_dir / 'seed_study.png')
+    assert picture.size == (1400, 480)
+
+
+def test_seed_study_resumes_without_training_again(study):
+    before = json.loads((study['work_dir'] / 'seed_study.json').read_text())
+    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
+                     '--work-dir', study['work_dir'], '--data', study['root'] / 'data', *SIZE],
+                    cwd=study['root'])
+    assert_ok(proc)
+    assert proc.stdout.count('done before') == 4 and 'finished in' not in proc.stdout
+    after = json.loads((study['work_dir'] / 'seed_study.json').read_text())
+    assert after['summary'] == before['summary'] and after['paired'] == before['paired']
+    assert '| faster_rcnn_dpp_r18_demo - faster_rcnn_lip_r18_demo |' in proc.stdout
+
+
+def test_seed_study_trains_an_interrupted_run_again(study, tmp_path):
+    # a copy of the study where the DPP seed-1 run was interrupted (no result file)
+    work_dir = tmp_path / 'study'
+    shutil.copytree(study['work_dir'], work_dir)
+    run_dir = work_dir / 'faster_rcnn_dpp_r18_demo' / 'seed_1'
+    (run_dir / RESULT_FILE).unlink()
+    stale = next(run_dir.glob('2*'))
+    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
+                     '--work-dir', work_dir, '--data', study['root'] / 'data', *SIZE],
+                    cwd=tmp_path, timeout=600)
+    assert_ok(proc)
+    assert proc.stdout.count('done before') == 3
+    assert 'run 4/4: faster_rcnn_dpp_r18_demo seed 1: removed the unfinished' in proc.stdout
+    assert not stale.exists() and (run_dir / RESULT_FILE).is_file()
+    assert len(list(run_dir.glob('*/vis_data/scalars.json'))) == 1
+
+
+def test_seed_study_refuses_a_missing_config(tmp_path):
+    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, tmp_path / 'nope.py',
+                     '--work-dir', tmp_path / 'study'], cwd=tmp_path)
+    assert_user_error(proc, 'nope.py')
+    assert not (tmp_path / 'study').exists()
+
+
+def test_plot_pooling_from_the_study_logs(study, tmp_path):
+    lip_dir = study['work_dir'] / 'faster_rcnn_lip_r18_demo' / 'seed_0'
+    dpp_dir = study['work_dir'] / 'faster_rcnn_dpp_r18_demo' / 'seed_0'
+    out = tmp_path / 'pooling.png'
+    proc = run_tool([ANALYSIS / 'plot_pooling.py', lip_dir, dpp_dir, '--names', 'LIP', 'DPP',
+                     '--out', out], cwd=tmp_path)
+    assert_ok(proc)
+    assert str(out) in proc.stdout and 'scalars.json' in proc.stdout
+    # LIP: one statistic (2 rows), DPP: lambda and alpha (4 rows); 2 runs side by side
+    assert Image.open(out).size == (2 * 550, 4 * 320)
+    # what the figure shows: the hook measured the epoch's last iteration (2 of 2)
+    from lip_mmdet.visualization import load_pooling_history
+    lip = load_pooling_history(str(lip_dir))['series']['eff_window']
+    assert len(lip) == 4 and all(list(v) == [2] for v in lip.values())
+    assert all(1.0 <= v[2] <= 9.0 for v in lip.values())
+    dpp = load_pooling_history(str(dpp_dir))['series']['lambda_mean']
+    assert len(dpp) == 4 and all(abs(v[2] - 1.0) < 0.05 for v in dpp.values())
+
+
+def test_plot_pooling_refuses_a_run_without_statistics(tmp_path):
+    proc = run_tool([ANALYSIS / 'plot_pooling.py', tmp_path, '--out', tmp_path / 'p.png'],
+                    cwd=tmp_path)
+    assert_user_error(proc, 'no pooling statistics')
+    assert not (tmp_path / 'p.png').exists()
+
+
+def val_images(data_root, count=2):
+    coco = json.loads((data_root / 'annotations' / 'instances_val.json').read_text())
+    return [data_root / 'val' / e['file_name'] for e in coco['images'][:count]]
+
+
+def test_show_pooling_on_a_trained_and_a_random_model(study, tmp_path):
+    run_dir = study['work_dir'] / 'faster_rcnn_lip_r18_demo' / 'seed_0'
+    checkpoint = (run_dir / 'last_checkpoint').read_text().strip()
+    images = val_images(study['data_root'])
+    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, checkpoint, '--images', *images,
+                     '--out-dir', tmp_path / 'trained'], cwd=tmp_path)
+    assert_ok(proc)
+    written = sorted((tmp_path / 'trained').iterdir())
+    assert [p.name for p in written] == sorted(f'{i.stem}_pooling.png' for i in images)
+    for path in written:
+        assert str(path) in proc.stdout
+        picture = np.asarray(Image.open(path).convert('RGB')).astype(np.int16)
+        assert picture.shape == (340, 5 * 320, 3)
+        # a trained layer's overlay is not uniform: its panel varies beyond the gray image
+        panels = [picture[60:320, 320 * i + 20:320 * i + 260] for i in range(1, 5)]
+        assert any(np.abs(panels[a] - panels[b]).mean() > 1.0
+                   for a in range(4) for b in range(a))
+    proc = run_tool([ANALYSIS / 'show_pooling.py', DPP, '--images', images[0], '--out-dir',
+                     tmp_path / 'random'], cwd=tmp_path)
+    assert_ok(proc)
+    assert (tmp_path / 'random' / f'{images[0].stem}_pooling.png').is_file()
+
+
+def test_show_pooling_user_errors(study, tmp_path):
+    image = val_images(study['data_root'], 1)[0]
+    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, '--images', tmp_path / 'none.png',
+                     '--out-dir', tmp_path / 'out'], cwd=tmp_path)
+    assert_user_error(proc, 'none.png')
+    proc = run_tool([ANALYSIS / 'show_pooling.py', DEMO / 'faster_rcnn_r18_demo.py',
+                     '--images', image, '--out-dir', tmp_path / 'out'], cwd=tmp_path)
+    assert_user_error(proc, 'no LIP or DPP pooling layer')
+    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, tmp_path / 'absent.pth', '--images',
+                     image, '--out-dir', tmp_path / 'out'], cwd=tmp_path)
+    assert_user_error(proc, 'checkpoint not found')
+    assert not (tmp_path / 'out').exists()
