@@ -4,9 +4,8 @@ import time
 from collections import deque
 from typing import IO, Optional
 
-from mmengine.hooks import Hook
-
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 __all__ = ['ProgressLineHook']
 

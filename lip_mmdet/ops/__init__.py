@@ -1,8 +1,17 @@
 """Pooling ops: LIP (``lip2d``) and the DPP family (``dpp2d`` and its guides, S3 sampling)."""
-from .dpp import (DPP_EPS_SQUARED, DPP_REWARDS, check_s3_args, dpp2d, dpp_box_guide,
-                  dpp_filter_box_init, dpp_filter_guide, dpp_same_padding, s3_sample)
-from .dpp import dpp_window_weights
 from .dispatch import POOLING_BACKENDS
+from .dpp import (
+    DPP_EPS_SQUARED,
+    DPP_REWARDS,
+    check_s3_args,
+    dpp2d,
+    dpp_box_guide,
+    dpp_filter_box_init,
+    dpp_filter_guide,
+    dpp_same_padding,
+    dpp_window_weights,
+    s3_sample,
+)
 from .lip import SHIFT_RANGE, lip2d, lip2d_naive, lip_window_weights
 from .native import native_enabled, pooling_cpu_library
 

@@ -41,7 +41,7 @@ def triton_interpreted() -> bool:
     return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_installed() -> bool:
     return importlib.util.find_spec('triton') is not None
 

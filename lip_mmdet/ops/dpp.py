@@ -28,8 +28,17 @@ from torch.utils.flop_counter import register_flop_formula
 
 from .dispatch import check_backend, contiguous_compute, implementation, register_autograd
 from .native import pooling_cpu_library, run_kernel
-from .pool_args import (IntPair, Pads, as_pads, check_feature_map, check_output_size,
-                        check_window, compute_dtype, pooled_size, window_views)
+from .pool_args import (
+    IntPair,
+    Pads,
+    as_pads,
+    check_feature_map,
+    check_output_size,
+    check_window,
+    compute_dtype,
+    pooled_size,
+    window_views,
+)
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',

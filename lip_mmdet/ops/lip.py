@@ -27,8 +27,16 @@ import torch.nn.functional as F
 
 from .dispatch import check_backend, contiguous_compute, implementation, register_autograd
 from .native import pooling_cpu_library, run_kernel
-from .pool_args import (IntPair, check_feature_map, check_output_size, check_same_layout,
-                        check_window, compute_dtype, pooled_size, window_views)
+from .pool_args import (
+    IntPair,
+    check_feature_map,
+    check_output_size,
+    check_same_layout,
+    check_window,
+    compute_dtype,
+    pooled_size,
+    window_views,
+)
 
 __all__ = ['lip2d', 'lip2d_naive', 'lip_window_weights', 'SHIFT_RANGE']
 

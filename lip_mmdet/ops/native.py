@@ -136,11 +136,11 @@ def pooling_cpu_library() -> Optional[ctypes.CDLL]:
                     # A cached file that does not load (truncated, foreign) is rebuilt once
                     # rather than making every later process fall back.
                     warnings.warn(f'lip_mmdet: cached CPU pooling kernels {path} do not load '
-                                  f'({error}); rebuilding them')
+                                  f'({error}); rebuilding them', stacklevel=2)
                     _state['library'] = _bind(_build(compiler, rebuild=True))
             except Exception as error:  # any build/load failure means: use the torch path
                 warnings.warn(f'lip_mmdet: fused CPU pooling kernels unavailable, using the '
-                              f'pure-PyTorch path ({error})')
+                              f'pure-PyTorch path ({error})', stacklevel=2)
         return _state['library']
 
 

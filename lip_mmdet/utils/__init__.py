@@ -1,6 +1,13 @@
-from .checkpoint import (CHECKPOINT_ERRORS, MMENGINE_SAFE_GLOBALS, CheckpointUnavailableError,
-                         UnreadableCheckpointError, UnsafeCheckpointError,
-                         enable_safe_mmengine_checkpoints, load_checkpoint_file, load_from_local)
+from .checkpoint import (
+    CHECKPOINT_ERRORS,
+    MMENGINE_SAFE_GLOBALS,
+    CheckpointUnavailableError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    enable_safe_mmengine_checkpoints,
+    load_checkpoint_file,
+    load_from_local,
+)
 from .preflight import PreflightError
 
 enable_safe_mmengine_checkpoints()

@@ -28,9 +28,14 @@ import numpy as np
 import torch
 from mmengine.dist import get_dist_info
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.runner.checkpoint import (CheckpointLoader, _get_mmengine_home,
-                                        _process_mmcls_checkpoint, get_deprecated_model_names,
-                                        get_external_models, get_mmcls_models)
+from mmengine.runner.checkpoint import (
+    CheckpointLoader,
+    _get_mmengine_home,
+    _process_mmcls_checkpoint,
+    get_deprecated_model_names,
+    get_external_models,
+    get_mmcls_models,
+)
 from mmengine.utils import digit_version
 
 __all__ = [

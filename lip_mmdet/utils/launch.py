@@ -21,8 +21,15 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from .checkpoint import CHECKPOINT_ERRORS
-from .preflight import (PreflightError, check_amp, check_checkpoint, check_datasets,
-                        check_pretrained_weights, check_work_dir, leaf_datasets)
+from .preflight import (
+    PreflightError,
+    check_amp,
+    check_checkpoint,
+    check_datasets,
+    check_pretrained_weights,
+    check_work_dir,
+    leaf_datasets,
+)
 
 __all__ = [
     'build_runner', 'check_train_config', 'load_test_config', 'load_train_config',

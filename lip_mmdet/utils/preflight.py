@@ -12,8 +12,13 @@ import urllib.request
 
 import torch
 
-from .checkpoint import (CHECKPOINT_ERRORS, CheckpointUnavailableError, hub_cache_file,
-                         load_checkpoint_file, resolve_checkpoint_url)
+from .checkpoint import (
+    CHECKPOINT_ERRORS,
+    CheckpointUnavailableError,
+    hub_cache_file,
+    load_checkpoint_file,
+    resolve_checkpoint_url,
+)
 
 __all__ = [
     'PreflightError', 'check_amp', 'check_checkpoint', 'check_datasets',

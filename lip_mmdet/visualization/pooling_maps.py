@@ -92,8 +92,8 @@ def load_pooling_model(config: str, checkpoint: Optional[str] = None,
         ValueError: the model has no LIP / DPP pooling layer, or the checkpoint has no
             parameter of it.
     """
-    from mmdet.registry import MODELS, TRANSFORMS
     from mmcv.transforms import Compose
+    from mmdet.registry import MODELS, TRANSFORMS
 
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(dict(cfg_options or {}))

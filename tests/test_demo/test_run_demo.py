@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from PIL import Image
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name
-from mmdet.registry import MODELS
-from mmdet.utils import register_all_modules
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, 'configs', 'demo', 'faster_rcnn_lip_r18_demo.py')

@@ -6,8 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from lip_mmdet.evaluation import (SizeAwareCocoMetric, compare, format_comparison,
-                                  gt_count_mismatch, load_run_metrics, plot_ap_by_size)
+from lip_mmdet.evaluation import (
+    SizeAwareCocoMetric,
+    compare,
+    format_comparison,
+    gt_count_mismatch,
+    load_run_metrics,
+    plot_ap_by_size,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ('thing',)

@@ -3,8 +3,14 @@ import math
 
 import pytest
 
-from lip_mmdet.evaluation.seed_study import (format_study, mean_interval, run_metrics,
-                                             summarize_study, t_cdf, t_quantile)
+from lip_mmdet.evaluation.seed_study import (
+    format_study,
+    mean_interval,
+    run_metrics,
+    summarize_study,
+    t_cdf,
+    t_quantile,
+)
 
 # two-sided 95% (p = 0.975) and 90% (p = 0.95) critical values of Student's t, from the
 # standard table (e.g. NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2)

@@ -12,8 +12,14 @@ import torch._inductor.config
 from mmdet.registry import MODELS
 from torch import nn
 
-from lip_mmdet.models.layers import (BottleneckLIP, BottleneckShared, FullDPP, LiteDPP, S3DPP,
-                                     SimplifiedLIP)
+from lip_mmdet.models.layers import (
+    S3DPP,
+    BottleneckLIP,
+    BottleneckShared,
+    FullDPP,
+    LiteDPP,
+    SimplifiedLIP,
+)
 
 TWO_STAGES = dict(num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(0, 1))
 BACKBONES = {

@@ -2,10 +2,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_pooling import out_shape, reference_dpp, unfold_windows
 
-from lip_mmdet.ops import (dpp2d, dpp_box_guide, dpp_filter_box_init, dpp_filter_guide,
-                           dpp_same_padding, s3_sample)
+from lip_mmdet.ops import (
+    dpp2d,
+    dpp_box_guide,
+    dpp_filter_box_init,
+    dpp_filter_guide,
+    dpp_same_padding,
+    s3_sample,
+)
+
+from reference_pooling import out_shape, reference_dpp, unfold_windows
 
 REWARDS = ('sym', 'asym')
 BACKENDS = ('cpu_kernel', 'torch')

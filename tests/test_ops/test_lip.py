@@ -4,10 +4,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_pooling import reference_lip
 
 from lip_mmdet.ops import lip2d, lip2d_naive, native
 from lip_mmdet.ops.native import pooling_cpu_library
+
+from reference_pooling import reference_lip
 
 BACKENDS = ('cpu_kernel', 'torch')
 WINDOWS = [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), ((3, 2), (2, 1), (1, 0))]

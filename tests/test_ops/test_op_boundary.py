@@ -5,8 +5,14 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from lip_mmdet.ops import (POOLING_BACKENDS, dpp2d, dpp_box_guide, dpp_filter_box_init,
-                           dpp_filter_guide, lip2d)
+from lip_mmdet.ops import (
+    POOLING_BACKENDS,
+    dpp2d,
+    dpp_box_guide,
+    dpp_filter_box_init,
+    dpp_filter_guide,
+    lip2d,
+)
 
 BACKENDS = ('cpu_kernel', 'torch')
 OPS = torch.ops.lip_mmdet
@@ -213,7 +219,7 @@ def test_every_backend_saves_only_the_inputs(backend):
                                        backend=backend), (x, module.weight, module.bias))]
     for call, inputs in calls:
         saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
-                                                      lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t, saved=saved: saved.append(t) or t, lambda t: t):
             call()
         assert sorted(t.data_ptr() for t in saved) == sorted(t.data_ptr() for t in inputs)

@@ -3,9 +3,10 @@ else in Triton's interpreter on CPU tensors (tiny shapes: the interpreter is slo
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_pooling import reference_dpp, reference_lip
 
 from lip_mmdet.ops import dpp2d, dpp_box_guide, lip2d
+
+from reference_pooling import reference_dpp, reference_lip
 
 pytest.importorskip('triton')  # installed by tools/setup_env.sh where wheels exist
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from lip_mmdet.evaluation import load_run_metrics
 from lip_mmdet.evaluation.seed_study import RESULT_FILE, run_metrics, t_quantile
+
 from tiny_run import REPO, TOOLS, run_tool
 
 DEMO = REPO / 'configs' / 'demo'

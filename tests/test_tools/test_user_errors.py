@@ -13,6 +13,7 @@ from mmengine.config import Config
 from lip_mmdet.models.backbones import LIPResNet
 from lip_mmdet.utils.launch import test_main as run_test_tool
 from lip_mmdet.utils.launch import train_main
+
 from tiny_run import REPO, SMALL_RETINANET, TOOLS, run_tool, tiny_options, to_cli, write_config
 
 RETINA_LIP_R50 = REPO / 'configs' / 'retinanet_lip_r50.py'

@@ -17,8 +17,12 @@ from test_checkpoint import _runner
 
 from lip_mmdet.models.backbones import LIPResNet
 from lip_mmdet.utils import CheckpointUnavailableError, UnsafeCheckpointError
-from lip_mmdet.utils.checkpoint import (SAFE_SCHEMES, enable_safe_mmengine_checkpoints,
-                                        hub_cache_file, resolve_checkpoint_url)
+from lip_mmdet.utils.checkpoint import (
+    SAFE_SCHEMES,
+    enable_safe_mmengine_checkpoints,
+    hub_cache_file,
+    resolve_checkpoint_url,
+)
 
 # source -> the name mmengine's tables give the downloaded file (mmengine/hub/*.json)
 URL_SOURCES = {

@@ -6,14 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
 from lip_mmdet.models.layers import pooling_layers
-from lip_mmdet.visualization import (RANDOM_INIT, compute_pooling_maps, find_gt_boxes,
-                                     load_pooling_model, show_pooling)
-from mmdet.registry import MODELS
+from lip_mmdet.visualization import (
+    RANDOM_INIT,
+    compute_pooling_maps,
+    find_gt_boxes,
+    load_pooling_model,
+    show_pooling,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LIP_DEMO = REPO / 'configs' / 'demo' / 'faster_rcnn_lip_r18_demo.py'

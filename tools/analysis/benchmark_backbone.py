@@ -39,8 +39,9 @@ TARGET_DEPTH = 50
 
 
 def build(model_type: str, depth: int):
-    import lip_mmdet  # noqa: F401  (registers the backbones)
     from mmdet.registry import MODELS
+
+    import lip_mmdet  # noqa: F401  (registers the backbones)
     model = MODELS.build(dict(type=model_type, depth=depth, norm_eval=False))
     model.init_weights()
     return model

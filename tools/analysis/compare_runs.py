@@ -8,8 +8,12 @@ import argparse
 import os.path as osp
 import sys
 
-from lip_mmdet.evaluation.compare import (format_comparison, gt_count_mismatch,
-                                          load_run_metrics, plot_ap_by_size)
+from lip_mmdet.evaluation.compare import (
+    format_comparison,
+    gt_count_mismatch,
+    load_run_metrics,
+    plot_ap_by_size,
+)
 
 
 def parse_args(argv=None):

@@ -18,8 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from lip_mmdet.evaluation.seed_study import (STUDY_FILE, format_study,  # noqa: E402
-                                             run_seed_study, train_demo_run)
+from lip_mmdet.evaluation.seed_study import STUDY_FILE, format_study, run_seed_study, train_demo_run  # noqa: E402
 from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import plot_seed_study  # noqa: E402
 

@@ -7,9 +7,9 @@ from .dpp import LOG_ALPHA_MAX, S3DPP, FullDPP, LiteDPP
 from .lip import (
     BOTTLENECK_WIDTH,
     LIP_NORM_CFG,
-    InstanceNorm2dAnySize,
     BottleneckLIP,
     BottleneckShared,
+    InstanceNorm2dAnySize,
     SimplifiedLIP,
     SoftGate,
 )

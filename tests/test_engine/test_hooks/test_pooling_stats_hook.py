@@ -3,11 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
+from mmdet.registry import HOOKS
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from lip_mmdet.engine import PoolingStatsHook
-from mmdet.registry import HOOKS
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / 'configs' / 'demo'

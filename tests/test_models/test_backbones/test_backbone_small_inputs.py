@@ -24,7 +24,7 @@ VARIANTS = {
 SIZES = [(1, 1), (7, 9), (2, 3), (1000, 3), (3, 1000), (33, 65)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stock(depth):
     return ResNet(depth=depth)
 

@@ -1,18 +1,26 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from backbone_test_utils import (TWO_STAGES, assert_same_outputs_and_grads, batch_norms,
-                                 frozen_state, output_shapes)
 from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 from torch import nn
 
 import lip_mmdet  # noqa: F401
-from lip_mmdet.models.backbones import (BottleneckLIPPool, LIPBottleneck, LIPResNet,
-                                        PooledBasicBlock)
-from lip_mmdet.models.backbones.complexity import (IMAGENET_FC_PARAMS, backbone_complexity,
-                                                   count_params)
+from lip_mmdet.models.backbones import BottleneckLIPPool, LIPBottleneck, LIPResNet, PooledBasicBlock
+from lip_mmdet.models.backbones.complexity import (
+    IMAGENET_FC_PARAMS,
+    backbone_complexity,
+    count_params,
+)
 from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP
+
+from backbone_test_utils import (
+    TWO_STAGES,
+    assert_same_outputs_and_grads,
+    batch_norms,
+    frozen_state,
+    output_shapes,
+)
 
 EXPECTED_65x97 = [(17, 25), (9, 13), (5, 7), (3, 4)]
 

@@ -3,9 +3,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lip_mmdet.models.layers import (BottleneckLIP, FullDPP, LiteDPP, S3DPP, SimplifiedLIP,
-                                     effective_window_size, fold_window_weights,
-                                     pooling_layers, relative_importance)
+from lip_mmdet.models.layers import (
+    S3DPP,
+    BottleneckLIP,
+    FullDPP,
+    LiteDPP,
+    SimplifiedLIP,
+    effective_window_size,
+    fold_window_weights,
+    pooling_layers,
+    relative_importance,
+)
 from lip_mmdet.ops.pool_args import as_pads, window_views
 
 
