@@ -19,9 +19,12 @@ sys.path.insert(0, REPO)
 # and says nothing about the demo
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction  # noqa: E402
-
-from lip_mmdet.demo import data_setting_name, demo_config, train_demo  # noqa: E402
+from lip_mmdet.demo import (  # noqa: E402
+    add_demo_run_args,
+    data_setting_name,
+    demo_config,
+    train_demo,
+)
 from lip_mmdet.evaluation import format_comparison, plot_ap_by_size  # noqa: E402
 from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import demo_importance_maps  # noqa: E402
@@ -46,23 +49,10 @@ def parse_args(argv=None):
                         'configs/demo/faster_rcnn_lip_r18_demo.py)')
     parser.add_argument('--work-dir', default='work_dirs/demo_lip_r18',
                         help='logs, checkpoint, size_aware_metrics.json and the chart')
-    parser.add_argument('--data', default='data/demo',
-                        help='folder holding one dataset folder per data setting')
-    parser.add_argument('--num-train', type=int,
-                        help="training images (default: the config's demo_data)")
-    parser.add_argument('--num-val', type=int,
-                        help="validation images (default: the config's demo_data)")
-    parser.add_argument('--epochs', type=int,
-                        help='training epochs; the learning-rate schedule, evaluation and '
-                        "checkpoint follow (default: the config's)")
+    add_demo_run_args(parser)
     parser.add_argument('--seed', type=int, help="randomness.seed (default: the config's)")
     parser.add_argument('--name', help='run name in the table and chart (default: the '
                         'config file name)')
-    parser.add_argument('--verbose', action='store_true',
-                        help="print mmengine's full log instead of a progress line")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        metavar='KEY=VALUE',
-                        help="config settings merged last, e.g. train_dataloader.batch_size=2")
     args = parser.parse_args(argv)
     args.config = args.config or DEFAULT_CONFIG
     return args

@@ -1,5 +1,6 @@
 """The demo's run as one function: its data, a schedule fitted to the run's size, training
 with tools/train.py's checks and Runner, and the metrics the evaluation wrote."""
+import argparse
 import contextlib
 import copy
 import math
@@ -9,7 +10,7 @@ import sys
 import time
 from typing import IO, Dict, Mapping, Optional
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 from ..evaluation.compare import load_run_metrics
@@ -17,10 +18,38 @@ from ..utils.launch import build_runner, check_train_config, load_train_config, 
 from .data import data_setting_name, make_demo_dataset
 from .progress import ProgressLineHook
 
-__all__ = ['demo_config', 'fit_schedule', 'prepare_demo_data', 'train_demo', 'use_demo_data']
+__all__ = [
+    'add_demo_run_args', 'demo_config', 'fit_schedule', 'prepare_demo_data', 'train_demo',
+    'use_demo_data'
+]
 
 # Captures what the Runner, pycocotools and the metric print when the run is quiet.
 CONSOLE_LOG = 'demo_console.log'
+
+
+def add_demo_run_args(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of :func:`train_demo` that size a run and show its log (--data,
+    --num-train, --num-val, --epochs, --verbose, --cfg-options), for every tool that trains
+    demo runs.
+
+    Args:
+        parser: the tool's parser; the options arrive as ``data``, ``num_train``,
+            ``num_val``, ``epochs``, ``verbose`` and ``cfg_options``.
+    """
+    parser.add_argument('--data', default='data/demo',
+                        help='folder holding one dataset folder per data setting')
+    parser.add_argument('--num-train', type=int,
+                        help="training images (default: the config's demo_data)")
+    parser.add_argument('--num-val', type=int,
+                        help="validation images (default: the config's demo_data)")
+    parser.add_argument('--epochs', type=int,
+                        help='training epochs; the learning-rate schedule, evaluation and '
+                        "checkpoint follow (default: the config's)")
+    parser.add_argument('--verbose', action='store_true',
+                        help="print mmengine's full log instead of a progress line")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE',
+                        help='config settings merged last, e.g. train_dataloader.batch_size=2')
 
 
 def _train_images(cfg: Config) -> int:

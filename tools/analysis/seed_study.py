@@ -16,9 +16,13 @@ import sys
 # runs from a checkout without PYTHONPATH or an installed lip_mmdet
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from lip_mmdet.evaluation.seed_study import STUDY_FILE, format_study, run_seed_study, train_demo_run  # noqa: E402
+from lip_mmdet.demo import add_demo_run_args  # noqa: E402
+from lip_mmdet.evaluation.seed_study import (  # noqa: E402
+    STUDY_FILE,
+    format_study,
+    run_seed_study,
+    train_demo_run,
+)
 from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import plot_seed_study  # noqa: E402
 
@@ -33,18 +37,7 @@ def parse_args(argv=None):
                         help='randomness.seed of the runs')
     parser.add_argument('--work-dir', required=True,
                         help='study folder: one work dir per run, the JSON and the plot')
-    parser.add_argument('--data', default='data/demo',
-                        help='folder holding one dataset folder per data setting')
-    parser.add_argument('--epochs', type=int,
-                        help="training epochs, schedule fitted (default: the config's)")
-    parser.add_argument('--num-train', type=int,
-                        help="training images (default: the config's demo_data)")
-    parser.add_argument('--num-val', type=int,
-                        help="validation images (default: the config's demo_data)")
-    parser.add_argument('--verbose', action='store_true',
-                        help="print mmengine's full log instead of a progress line")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        metavar='KEY=VALUE', help='config settings merged last, every run')
+    add_demo_run_args(parser)
     return parser.parse_args(argv)
 
 
