@@ -104,7 +104,7 @@ def load_pooling_model(config: str, checkpoint: Optional[str] = None,
     model.init_weights()
     label = RANDOM_INIT
     if checkpoint is not None:
-        state = _load_checkpoint(checkpoint, map_location='cpu')
+        state = _load_checkpoint(checkpoint, map_location='cpu', logger='silent')
         state = state.get('state_dict', state)
         prefix = '' if hasattr(model, 'backbone') else 'backbone.'
         state = {k[len('module.'):] if k.startswith('module.') else k: v

@@ -58,7 +58,7 @@ def _from_checkpoint(path: str) -> Dict:
     import torch
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    checkpoint = _load_checkpoint(path, map_location='cpu')
+    checkpoint = _load_checkpoint(path, map_location='cpu', logger='silent')
     state = checkpoint.get('state_dict', checkpoint)
     step = int((checkpoint.get('meta') or {}).get('iter', 0) or 0)
     series: Dict[str, Dict[str, Dict[int, float]]] = {}

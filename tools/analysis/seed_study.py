@@ -12,9 +12,13 @@ Example:
 import argparse
 import os.path as osp
 import sys
+import warnings
 
 # runs from a checkout without PYTHONPATH or an installed lip_mmdet
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+# as in tools/run_demo.py: a dependency's import warns at every run, about nothing the user does
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from lip_mmdet.demo import add_demo_run_args  # noqa: E402
 from lip_mmdet.evaluation.seed_study import (  # noqa: E402
