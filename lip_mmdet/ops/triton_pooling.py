@@ -51,6 +51,19 @@ def _unravel(offs, C, H, W):
     return rest // C, rest % C, h, w
 
 
+@triton.jit
+def _window_holding(mask, h, w, i, j, PT, PL, SH, SW, HO, WO):
+    """(oh, ow, ok): the window that holds input pixel (h, w) at tap (i, j), and whether it
+    exists (oh * SH - PT + i == h inside the output), for the backward kernels' gathers."""
+    rh = h + PT - i
+    rw = w + PL - j
+    oh = rh // SH
+    ow = rw // SW
+    ok = (mask & (rh >= 0) & (rw >= 0) & (rh % SH == 0) & (rw % SW == 0) & (oh < HO)
+          & (ow < WO))
+    return oh, ow, ok
+
+
 # --------------------------------------------------------------------------------------- LIP
 
 @triton.jit
@@ -136,13 +149,7 @@ def _lip_backward_kernel(x_ptr, l_ptr, shift_ptr, scale_ptr, out_ptr, gx_ptr, gl
     grad_l = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            # Window (oh, ow) holds q at offset (i, j) if oh * SH - PH + i == h.
-            rh = h + PH - i
-            rw = w + PW - j
-            oh = rh // SH
-            ow = rw // SW
-            ok = (mask & (rh >= 0) & (rw >= 0) & (rh % SH == 0) & (rw % SW == 0) & (oh < HO)
-                  & (ow < WO))
+            oh, ow, ok = _window_holding(mask, h, w, i, j, PH, PW, SH, SW, HO, WO)
             index = (plane + oh) * WO + ow
             shift = tl.load(shift_ptr + index, mask=ok, other=0.0)
             scale = tl.load(scale_ptr + index, mask=ok, other=0.0)
@@ -351,12 +358,7 @@ def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_
     grad_x = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            rh = h + PT - i
-            rw = w + PL - j
-            oh = rh // SH
-            ow = rw // SW
-            ok = (mask & (rh >= 0) & (rw >= 0) & (rh % SH == 0) & (rw % SW == 0) & (oh < HO)
-                  & (ow < WO))
+            oh, ow, ok = _window_holding(mask, h, w, i, j, PT, PL, SH, SW, HO, WO)
             index = (plane + oh) * WO + ow
             guide = tl.load(g_ptr + n * sgn + c * sgc + oh * sgh + ow * sgw, mask=ok,
                             other=0.0).to(ACC)
