@@ -52,6 +52,15 @@ def _unravel(offs, C, H, W):
 
 
 @triton.jit
+def _window_tap(mask, h0, w0, i, j, H, W):
+    """(h, w, ok): the pixel at tap (i, j) of the window whose corner is (h0, w0), and
+    whether it lies on the map (padding taps have no pixel)."""
+    h = h0 + i
+    w = w0 + j
+    return h, w, mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+
+
+@triton.jit
 def _window_holding(mask, h, w, i, j, PT, PL, SH, SW, HO, WO):
     """(oh, ow, ok): the window that holds input pixel (h, w) at tap (i, j), and whether it
     exists (oh * SH - PT + i == h inside the output), for the backward kernels' gathers."""
@@ -79,9 +88,7 @@ def _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
     shift = tl.full([BLOCK], float('-inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             logit = tl.load(l_base + h * slh + w * slw, mask=ok, other=float('-inf'))
             shift = tl.maximum(shift, logit.to(ACC))
     shift = tl.where(mask, shift, 0.0)
@@ -89,9 +96,7 @@ def _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
     num = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             logit = tl.load(l_base + h * slh + w * slw, mask=ok, other=0.0).to(ACC)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             weight = _masked_exp(ok, logit - shift)
@@ -234,9 +239,7 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     count = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
             penalty_sum += tl.where(ok, penalty, 0.0)
@@ -246,9 +249,7 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     t_max = tl.full([BLOCK], float('-inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
             t = half_lam * (tl.log(penalty) - log_mean)
@@ -259,9 +260,7 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     num = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
             t = half_lam * (tl.log(penalty) - log_mean)
@@ -314,9 +313,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     spread_sum = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h = h0 + i
-            w = w0 + j
-            ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             deviation, penalty = _dpp_penalty(value, guide, ASYM)
             log_ratio = tl.log(penalty) - log_mean
