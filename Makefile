@@ -6,10 +6,12 @@ VENV_PY := .venv/bin/python
 setup:
 	@bash tools/setup_env.sh
 
-# Lint first (seconds), then the tests; CI runs this target.
+# Lint first (seconds), then the tests on one pytest-xdist worker per core (at most 4: each
+# worker holds torch and mmdet). A test file runs whole on one worker, so its module-scoped
+# fixtures (a trained seed study, a reference training run) are made once. CI runs this.
 test: setup
 	@$(VENV_PY) -m ruff check .
-	@$(VENV_PY) -m pytest tests
+	@$(VENV_PY) -m pytest -n auto --maxprocesses 4 --dist loadfile tests
 
 # ruff (flake8 + isort rules, configured in pyproject.toml); `ruff check --fix .` fixes most.
 lint: setup

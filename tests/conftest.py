@@ -10,17 +10,35 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
+from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
 from lip_mmdet.demo import DEMO_CLASSES, make_demo_dataset  # noqa: E402
+
+# Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall when
+# other processes (the other pytest worker, a tool's process) load the machine. Set here, so
+# that fixtures of every scope run with one thread too.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _one_intraop_thread():
-    """Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall
-    when other processes load the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Back to one thread after a test that sets another count."""
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _mmengine_state_of_this_test(request):
+    """mmdet's registry scope and a current mmengine logger writing to this test's streams.
+
+    A Runner or tool run earlier in the same process leaves its default scope (mmengine's,
+    for a config without ``default_scope``) and its logger as the current ones; that logger
+    writes to the captured streams of the test that created it, closed since. Tests do not
+    depend on which tests ran before them in their worker.
+    """
+    init_default_scope('mmdet')
+    MMLogger.get_instance(f'test {request.node.nodeid}')
 
 
 @pytest.fixture(scope='session')

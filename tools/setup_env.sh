@@ -60,8 +60,8 @@ fi
 torch_tag="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
-begin "installing mmengine, pycocotools, pytest, ruff"
-"${PIP[@]}" -q "mmengine==0.10.7" "pycocotools>=2.0.8" pytest "ruff==0.17.6" \
+begin "installing mmengine, pycocotools, pytest, pytest-xdist, ruff"
+"${PIP[@]}" -q "mmengine==0.10.7" "pycocotools>=2.0.8" pytest "pytest-xdist>=3.5" "ruff==0.17.6" \
     addict packaging Pillow pyyaml yapf matplotlib tqdm
 
 wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-$py_tag-torch$torch_tag"

@@ -1,7 +1,6 @@
 """The embedded demo end to end, on a few images and iterations."""
 import json
 import os
-import runpy
 import subprocess
 import sys
 
@@ -13,17 +12,15 @@ from PIL import Image
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name
 
+from tool_scripts import tool_main
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, 'configs', 'demo', 'faster_rcnn_lip_r18_demo.py')
 
 
-def _run_demo():
-    return runpy.run_path(os.path.join(REPO, 'tools', 'run_demo.py'), run_name='demo')
-
-
 def test_demo_runs_end_to_end(tmp_path, capsys):
     work_dir = tmp_path / 'work'
-    code = _run_demo()['main']([
+    code = tool_main('run_demo.py')([
         '--data', str(tmp_path / 'data'), '--work-dir', str(work_dir), '--num-train', '4',
         '--num-val', '2', '--epochs', '1', '--name', 'tiny-demo',
         '--cfg-options', 'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2'])
@@ -81,9 +78,8 @@ def test_demo_bad_input_is_one_line(tmp_path):
 
 
 def test_demo_help_describes_every_option(capsys):
-    parse_args = _run_demo()['parse_args']
     with pytest.raises(SystemExit):
-        parse_args(['--help'])
+        tool_main('run_demo.py')(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
     assert 'generate the small-object data, train, evaluate' in text
     assert '(default: work_dirs/demo_lip_r18)' in text and '(default: data/demo)' in text

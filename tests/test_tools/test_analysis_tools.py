@@ -1,5 +1,8 @@
-"""tools/analysis/seed_study.py, plot_pooling.py and show_pooling.py end to end, in
-subprocesses, on a tiny demo study (4 training images, 1 epoch, 2 seeds)."""
+"""tools/analysis/seed_study.py, plot_pooling.py and show_pooling.py end to end on a tiny
+demo study (4 training images, 1 epoch, 2 seeds): the tools' main functions in this process,
+and seed_study.py's refusal through the interpreter."""
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -12,6 +15,7 @@ from lip_mmdet.evaluation import load_run_metrics
 from lip_mmdet.evaluation.seed_study import RESULT_FILE, run_metrics, t_quantile
 
 from tiny_run import REPO, TOOLS, run_tool
+from tool_scripts import tool_main
 
 DEMO = REPO / 'configs' / 'demo'
 LIP, DPP = DEMO / 'faster_rcnn_lip_r18_demo.py', DEMO / 'faster_rcnn_dpp_r18_demo.py'
@@ -20,26 +24,32 @@ SIZE = ['--num-train', '4', '--num-val', '2', '--epochs', '1', '--cfg-options',
         'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2']
 
 
-def assert_ok(proc):
-    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n' \
-                                 f'{proc.stderr[-3000:]}'
+def run(script, *args):
+    """``tools/analysis/<script> args`` in this process: its exit code."""
+    return tool_main(f'analysis/{script}')([str(arg) for arg in args])
 
 
-def assert_user_error(proc, message):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr and 'Traceback' not in proc.stderr
+def study_args(work_dir, data):
+    return ['--configs', LIP, DPP, '--seeds', '0', '1', '--work-dir', work_dir, '--data',
+            data, *SIZE]
+
+
+def assert_user_error(code, capsys, message):
+    printed = capsys.readouterr()
+    assert code == 2, printed.out + printed.err
+    assert message in printed.err
 
 
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp('study')
     work_dir = root / 'study'
-    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
-                     '--work-dir', work_dir, '--data', root / 'data', *SIZE], cwd=root,
-                    timeout=1200)
-    assert_ok(proc)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run('seed_study.py', *study_args(work_dir, root / 'data'))
+    assert code == 0, printed.getvalue()[-3000:]
     data_root = next(p for p in (root / 'data').iterdir() if p.is_dir())
-    return dict(root=root, work_dir=work_dir, stdout=proc.stdout, data_root=data_root)
+    return dict(root=root, work_dir=work_dir, stdout=printed.getvalue(), data_root=data_root)
 
 
 def test_seed_study_writes_the_runs_statistics(study):
@@ -79,50 +89,47 @@ def test_seed_study_writes_the_runs_statistics(study):
     assert picture.size == (1400, 480)
 
 
-def test_seed_study_resumes_without_training_again(study):
+def test_seed_study_resumes_without_training_again(study, capsys):
     before = json.loads((study['work_dir'] / 'seed_study.json').read_text())
-    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
-                     '--work-dir', study['work_dir'], '--data', study['root'] / 'data', *SIZE],
-                    cwd=study['root'])
-    assert_ok(proc)
-    assert proc.stdout.count('done before') == 4 and 'finished in' not in proc.stdout
+    assert run('seed_study.py', *study_args(study['work_dir'], study['root'] / 'data')) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('done before') == 4 and 'finished in' not in printed
     after = json.loads((study['work_dir'] / 'seed_study.json').read_text())
     assert after['summary'] == before['summary'] and after['paired'] == before['paired']
-    assert '| faster_rcnn_dpp_r18_demo - faster_rcnn_lip_r18_demo |' in proc.stdout
+    assert '| faster_rcnn_dpp_r18_demo - faster_rcnn_lip_r18_demo |' in printed
 
 
-def test_seed_study_trains_an_interrupted_run_again(study, tmp_path):
+def test_seed_study_trains_an_interrupted_run_again(study, tmp_path, capsys):
     # a copy of the study where the DPP seed-1 run was interrupted (no result file)
     work_dir = tmp_path / 'study'
     shutil.copytree(study['work_dir'], work_dir)
     run_dir = work_dir / 'faster_rcnn_dpp_r18_demo' / 'seed_1'
     (run_dir / RESULT_FILE).unlink()
     stale = next(run_dir.glob('2*'))
-    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, DPP, '--seeds', '0', '1',
-                     '--work-dir', work_dir, '--data', study['root'] / 'data', *SIZE],
-                    cwd=tmp_path, timeout=600)
-    assert_ok(proc)
-    assert proc.stdout.count('done before') == 3
-    assert 'run 4/4: faster_rcnn_dpp_r18_demo seed 1: removed the unfinished' in proc.stdout
+    assert run('seed_study.py', *study_args(work_dir, study['root'] / 'data')) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('done before') == 3
+    assert 'run 4/4: faster_rcnn_dpp_r18_demo seed 1: removed the unfinished' in printed
     assert not stale.exists() and (run_dir / RESULT_FILE).is_file()
     assert len(list(run_dir.glob('*/vis_data/scalars.json'))) == 1
 
 
 def test_seed_study_refuses_a_missing_config(tmp_path):
+    """Through the interpreter: exit code 2 and the message, no traceback."""
     proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, tmp_path / 'nope.py',
                      '--work-dir', tmp_path / 'study'], cwd=tmp_path)
-    assert_user_error(proc, 'nope.py')
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'nope.py' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'study').exists()
 
 
-def test_plot_pooling_from_the_study_logs(study, tmp_path):
+def test_plot_pooling_from_the_study_logs(study, tmp_path, capsys):
     lip_dir = study['work_dir'] / 'faster_rcnn_lip_r18_demo' / 'seed_0'
     dpp_dir = study['work_dir'] / 'faster_rcnn_dpp_r18_demo' / 'seed_0'
     out = tmp_path / 'pooling.png'
-    proc = run_tool([ANALYSIS / 'plot_pooling.py', lip_dir, dpp_dir, '--names', 'LIP', 'DPP',
-                     '--out', out], cwd=tmp_path)
-    assert_ok(proc)
-    assert str(out) in proc.stdout and 'scalars.json' in proc.stdout
+    assert run('plot_pooling.py', lip_dir, dpp_dir, '--names', 'LIP', 'DPP', '--out', out) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and 'scalars.json' in printed
     # LIP: one statistic (2 rows), DPP: lambda and alpha (4 rows); 2 runs side by side
     assert Image.open(out).size == (2 * 550, 4 * 320)
     # what the figure shows: the hook measured the epoch's last iteration (2 of 2)
@@ -134,10 +141,9 @@ def test_plot_pooling_from_the_study_logs(study, tmp_path):
     assert len(dpp) == 4 and all(abs(v[2] - 1.0) < 0.05 for v in dpp.values())
 
 
-def test_plot_pooling_refuses_a_run_without_statistics(tmp_path):
-    proc = run_tool([ANALYSIS / 'plot_pooling.py', tmp_path, '--out', tmp_path / 'p.png'],
-                    cwd=tmp_path)
-    assert_user_error(proc, 'no pooling statistics')
+def test_plot_pooling_refuses_a_run_without_statistics(tmp_path, capsys):
+    code = run('plot_pooling.py', tmp_path, '--out', tmp_path / 'p.png')
+    assert_user_error(code, capsys, 'no pooling statistics')
     assert not (tmp_path / 'p.png').exists()
 
 
@@ -146,38 +152,37 @@ def val_images(data_root, count=2):
     return [data_root / 'val' / e['file_name'] for e in coco['images'][:count]]
 
 
-def test_show_pooling_on_a_trained_and_a_random_model(study, tmp_path):
+def test_show_pooling_on_a_trained_and_a_random_model(study, tmp_path, capsys):
     run_dir = study['work_dir'] / 'faster_rcnn_lip_r18_demo' / 'seed_0'
     checkpoint = (run_dir / 'last_checkpoint').read_text().strip()
     images = val_images(study['data_root'])
-    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, checkpoint, '--images', *images,
-                     '--out-dir', tmp_path / 'trained'], cwd=tmp_path)
-    assert_ok(proc)
+    assert run('show_pooling.py', LIP, checkpoint, '--images', *images, '--out-dir',
+               tmp_path / 'trained') == 0
+    printed = capsys.readouterr().out
     written = sorted((tmp_path / 'trained').iterdir())
     assert [p.name for p in written] == sorted(f'{i.stem}_pooling.png' for i in images)
     for path in written:
-        assert str(path) in proc.stdout
+        assert str(path) in printed
         picture = np.asarray(Image.open(path).convert('RGB')).astype(np.int16)
         assert picture.shape == (340, 5 * 320, 3)
         # a trained layer's overlay is not uniform: its panel varies beyond the gray image
         panels = [picture[60:320, 320 * i + 20:320 * i + 260] for i in range(1, 5)]
         assert any(np.abs(panels[a] - panels[b]).mean() > 1.0
                    for a in range(4) for b in range(a))
-    proc = run_tool([ANALYSIS / 'show_pooling.py', DPP, '--images', images[0], '--out-dir',
-                     tmp_path / 'random'], cwd=tmp_path)
-    assert_ok(proc)
+    assert run('show_pooling.py', DPP, '--images', images[0], '--out-dir',
+               tmp_path / 'random') == 0
     assert (tmp_path / 'random' / f'{images[0].stem}_pooling.png').is_file()
 
 
-def test_show_pooling_user_errors(study, tmp_path):
+def test_show_pooling_user_errors(study, tmp_path, capsys):
     image = val_images(study['data_root'], 1)[0]
-    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, '--images', tmp_path / 'none.png',
-                     '--out-dir', tmp_path / 'out'], cwd=tmp_path)
-    assert_user_error(proc, 'none.png')
-    proc = run_tool([ANALYSIS / 'show_pooling.py', DEMO / 'faster_rcnn_r18_demo.py',
-                     '--images', image, '--out-dir', tmp_path / 'out'], cwd=tmp_path)
-    assert_user_error(proc, 'no LIP or DPP pooling layer')
-    proc = run_tool([ANALYSIS / 'show_pooling.py', LIP, tmp_path / 'absent.pth', '--images',
-                     image, '--out-dir', tmp_path / 'out'], cwd=tmp_path)
-    assert_user_error(proc, 'checkpoint not found')
+    code = run('show_pooling.py', LIP, '--images', tmp_path / 'none.png', '--out-dir',
+               tmp_path / 'out')
+    assert_user_error(code, capsys, 'none.png')
+    code = run('show_pooling.py', DEMO / 'faster_rcnn_r18_demo.py', '--images', image,
+               '--out-dir', tmp_path / 'out')
+    assert_user_error(code, capsys, 'no LIP or DPP pooling layer')
+    code = run('show_pooling.py', LIP, tmp_path / 'absent.pth', '--images', image,
+               '--out-dir', tmp_path / 'out')
+    assert_user_error(code, capsys, 'checkpoint not found')
     assert not (tmp_path / 'out').exists()

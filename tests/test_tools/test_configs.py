@@ -5,10 +5,10 @@ checked to be exactly that, and its backbone to build, instead of being trained 
 import math
 
 import pytest
-import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
-from mmengine.runner import Runner
+
+from lip_mmdet.utils.launch import build_runner
 
 from tiny_run import CONFIGS, tiny_options
 
@@ -27,16 +27,6 @@ def test_all_detection_configs_are_present():
     assert EXPECTED <= {path.name for path in CONFIGS}
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads run several times
-    slower than one as soon as another process is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize('config', DEPTH_TWINS, ids=lambda path: path.stem)
 def test_r101_config_is_its_r50_config_at_depth_101(config):
     deep = Config.fromfile(str(config)).to_dict()
@@ -53,7 +43,7 @@ def test_r101_config_is_its_r50_config_at_depth_101(config):
 
 
 @pytest.mark.parametrize('config', TRAINED, ids=lambda path: path.stem)
-def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path, one_thread):
+def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path):
     cfg = Config.fromfile(str(config))
     backbone = cfg.model.backbone
     assert backbone.type == ('DPPResNet' if '_dpp_' in config.name else 'LIPResNet')
@@ -65,7 +55,8 @@ def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path, 
     cfg.default_hooks.checkpoint = None  # saving is tested with the tools; it costs seconds here
     # the Runner keys its logger, message hub and visualizer by these names
     cfg.experiment_name = cfg.visualizer.name = config.stem
-    runner = Runner.from_cfg(cfg)
+    cfg.launcher = 'none'
+    runner = build_runner(cfg)  # as tools/train.py builds it
     runner.train()
 
     assert runner.iter == 1

@@ -4,6 +4,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from tool_scripts import tool_main
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -40,8 +44,10 @@ def test_benchmark_backbone_is_quiet_unless_verbose(tmp_path):
     assert 'LIPResNet' in verbose_text.splitlines()[-2]
 
 
-def test_benchmark_backbone_help_has_descriptions_and_defaults():
-    text = ' '.join(_benchmark('--help').stdout.split())
+def test_benchmark_backbone_help_has_descriptions_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        tool_main('analysis/benchmark_backbone.py')(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
     for option, default in (('--depth', '50'), ('--batch', '2'), ('--repeats', '10'),
                             ('--warmup', '2'), ('--out', 'work_dirs/benchmark_backbone.json')):
         assert re.search(rf'{option} \S+ [^-]+\(default: {re.escape(default)}\)', text), option

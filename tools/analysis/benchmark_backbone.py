@@ -94,7 +94,7 @@ def peak_memory_mb(model, x, device, passes):
     return tuple(_cpu_peak_mb(fn, model, x) for fn in passes)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
@@ -115,7 +115,7 @@ def parse_args():
                         help='JSON report with all samples and ratios')
     parser.add_argument('--verbose', action='store_true',
                         help="show mmengine's weight-initialisation log (hundreds of lines)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 @contextlib.contextmanager
@@ -131,8 +131,8 @@ def _quiet_mmengine(quiet: bool):
         logger.setLevel(level)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)

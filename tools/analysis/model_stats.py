@@ -63,18 +63,18 @@ def print_row(row: dict, flop_keys) -> None:
         print(f'  not counted: {row["model"]["skipped_ops"]}', flush=True)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('backbones', nargs='+', metavar='CONFIG_OR_TYPE')
     parser.add_argument('--depth', type=int, default=50, help='depth for bare type names')
     parser.add_argument('--sizes', nargs='+', default=['224x224', '800x1333'],
                         help='input sizes HxW')
     parser.add_argument('--out', default='work_dirs/model_stats.json', help='JSON output')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes]
     flop_keys = [f'flops@{h}x{w}' for h, w in sizes]
     print(f'{"":<22}{"params (M)":>12}{"ratio":>8}' +

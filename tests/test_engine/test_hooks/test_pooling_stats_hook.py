@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from mmdet.registry import HOOKS
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from lip_mmdet.engine import PoolingStatsHook
+from lip_mmdet.utils.launch import build_runner
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / 'configs' / 'demo'
@@ -33,6 +33,7 @@ def tiny_demo_config(name, tiny, work_dir, iters=3):
     # mmengine keeps one visualizer per name and process: one per run keeps its scalars.json
     cfg.visualizer.name = str(work_dir)
     cfg.param_scheduler = None  # a constant rate: the first update is visible
+    cfg.launcher = 'none'
     return cfg
 
 
@@ -70,7 +71,7 @@ def measured_records(work_dir, prefix='pooling'):
 def test_lip_effective_window_is_nine_at_initialisation(tiny_coco, tmp_path):
     cfg = tiny_demo_config('faster_rcnn_lip_r18_demo', tiny_coco, tmp_path, iters=2)
     cfg.custom_hooks = [dict(type='PoolingStatsHook', interval=1)]
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     first, second = measured_records(tmp_path)
     assert (first['pooling/iter'], second['pooling/iter']) == (1, 2)
@@ -91,7 +92,7 @@ def test_lip_effective_window_is_nine_at_initialisation(tiny_coco, tmp_path):
 def test_dpp_lambda_and_alpha_start_at_one(tiny_coco, tmp_path):
     cfg = tiny_demo_config('faster_rcnn_dpp_r18_demo', tiny_coco, tmp_path, iters=2)
     cfg.custom_hooks = [dict(type='PoolingStatsHook', interval=1, prefix='pool')]
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     first, second = measured_records(tmp_path, prefix='pool')
     stats = ('lambda_mean', 'lambda_std', 'alpha_mean', 'alpha_std')
     assert sorted(first) == sorted([f'pool/{n}/{s}' for n in DPP_LAYERS for s in stats]
@@ -106,7 +107,7 @@ def test_dpp_lambda_and_alpha_start_at_one(tiny_coco, tmp_path):
 def test_measures_every_interval_and_at_the_end_of_each_epoch(tiny_coco, tmp_path):
     cfg = tiny_demo_config('faster_rcnn_dpp_r18_demo', tiny_coco, tmp_path, iters=3)
     cfg.train_cfg.max_epochs = 2
-    Runner.from_cfg(cfg).train()  # interval 2, epochs of 3 iterations, logged every one
+    build_runner(cfg).train()  # interval 2, epochs of 3 iterations, logged every one
     measured = [r['pooling/iter'] for r in measured_records(tmp_path)]
     # iteration 5 is logged with the latest measurement, that of iteration 4
     assert measured == [2, 3, 4, 4, 6]

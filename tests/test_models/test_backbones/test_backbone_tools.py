@@ -1,34 +1,25 @@
 """Smoke runs of the backbone analysis tools on tiny settings."""
 import json
-import os.path as osp
-import runpy
-import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-TOOLS = osp.join(REPO, 'tools', 'analysis')
+from tool_scripts import tool_main
 
 
-def run_tool(name, args, monkeypatch):
-    script = osp.join(TOOLS, name)
-    monkeypatch.setattr(sys, 'argv', [script, *args])
-    runpy.run_path(script, run_name='__main__')
-
-
-def test_model_stats(tmp_path, monkeypatch, capsys):
+def test_model_stats(tmp_path, capsys):
     out = tmp_path / 'stats.json'
-    run_tool('model_stats.py', ["dict(type='LIPResNet', depth=18, stem_lip='simplified')",
-                                '--sizes', '64x64', '--out', str(out)], monkeypatch)
+    tool_main('analysis/model_stats.py')([
+        "dict(type='LIPResNet', depth=18, stem_lip='simplified')", '--sizes', '64x64',
+        '--out', str(out)])
     (row, ) = json.loads(out.read_text())
     assert row['config'] == dict(type='LIPResNet', depth=18, stem_lip='simplified')
     assert row['stock']['type'] == 'ResNet' and row['ratio']['flops@64x64'] > 1
     assert 'LIPResNet-18 stem_lip=simplified' in capsys.readouterr().out
 
 
-def test_benchmark_backbone(tmp_path, monkeypatch, capsys):
+def test_benchmark_backbone(tmp_path, capsys):
     out = tmp_path / 'bench.json'
-    run_tool('benchmark_backbone.py', ['--depth', '18', '--batch', '1', '--size', '64', '64',
-                                       '--repeats', '1', '--warmup', '0', '--threads', '1',
-                                       '--out', str(out)], monkeypatch)
+    tool_main('analysis/benchmark_backbone.py')([
+        '--depth', '18', '--batch', '1', '--size', '64', '64', '--repeats', '1', '--warmup',
+        '0', '--threads', '1', '--out', str(out)])
     report = json.loads(out.read_text())
     assert list(report['results']) == ['ResNet', 'LIPResNet', 'DPPResNet']
     for entry in report['results'].values():
