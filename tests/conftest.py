@@ -10,11 +10,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-from mmengine.logging import MMLogger  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-from lip_mmdet.demo import DEMO_CLASSES, make_demo_dataset  # noqa: E402
-
 # Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall when
 # other processes (the other pytest worker, a tool's process) load the machine. Set here, so
 # that fixtures of every scope run with one thread too.
@@ -22,23 +17,25 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _one_intraop_thread():
-    """Back to one thread after a test that sets another count."""
-    yield
-    torch.set_num_threads(1)
+def _process_state_of_this_test(request):
+    """Each test starts from the same process-wide state, whatever ran before it in its worker.
 
-
-@pytest.fixture(autouse=True)
-def _mmengine_state_of_this_test(request):
-    """mmdet's registry scope and a current mmengine logger writing to this test's streams.
-
-    A Runner or tool run earlier in the same process leaves its default scope (mmengine's,
-    for a config without ``default_scope``) and its logger as the current ones; that logger
-    writes to the captured streams of the test that created it, closed since. Tests do not
-    depend on which tests ran before them in their worker.
+    Before: mmdet's registry scope and a current mmengine logger writing to this test's
+    streams. A Runner or tool run earlier in the process leaves its default scope (mmengine's,
+    for a config without ``default_scope``) and its logger as the current ones, and that
+    logger writes to the captured streams of the test that created it, closed since.
+    After: one intra-op thread, and no deterministic-algorithms mode (a config's
+    ``randomness.deterministic`` turns it on for the whole process).
     """
+    # imported here: pytest-xdist's controller process loads this file and runs no test
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+
     init_default_scope('mmdet')
     MMLogger.get_instance(f'test {request.node.nodeid}')
+    yield
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)
 
 
 @pytest.fixture(scope='session')
@@ -48,6 +45,8 @@ def tiny_coco(tmp_path_factory):
     All paths are absolute, so they work as mmdet ``ann_file`` / ``data_prefix`` values
     with or without ``data_root``. Image prefixes end with '/'.
     """
+    from lip_mmdet.demo import DEMO_CLASSES, make_demo_dataset
+
     root = tmp_path_factory.mktemp('tiny_coco')
     paths = make_demo_dataset(str(root), num_train=8, num_val=4, image_size=128, seed=0,
                               progress=False)

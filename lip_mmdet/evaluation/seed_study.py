@@ -22,7 +22,7 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ['t_cdf', 't_quantile', 'mean_interval', 'run_metrics', 'summarize_study',
-           'format_study', 'run_seed_study', 'train_demo_run', 'RESULT_FILE', 'STUDY_FILE',
+           'format_study', 'run_seed_study', 'RESULT_FILE', 'STUDY_FILE',
            'BASE_METRICS']
 
 RESULT_FILE = 'seed_study_result.json'
@@ -270,17 +270,3 @@ def run_seed_study(configs: Sequence[str], seeds: Sequence[int], work_dir: str,
     log(f'[study] {len(pairs)} runs in {_clock(time.perf_counter() - start)}: '
         f'{osp.join(work_dir, STUDY_FILE)}')
     return study
-
-
-def train_demo_run(config: str, work_dir: str, seed: int, cfg_options: Optional[Mapping] = None,
-                   **kwargs) -> Dict:
-    """:func:`lip_mmdet.demo.train_demo` for one run of a study in a process that trains
-    several: mmengine keeps one visualizer per name and process (the configs name it
-    'visualizer'), which would write every later run's scalars into the first run's
-    ``vis_data``; a name per run keeps them apart."""
-    from lip_mmdet.demo import train_demo
-
-    options = dict(cfg_options or {})
-    options.setdefault('visualizer.name', f'visualizer:{osp.abspath(work_dir)}')
-    return train_demo(config=config, work_dir=work_dir, seed=seed, cfg_options=options,
-                      **kwargs)

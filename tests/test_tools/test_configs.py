@@ -53,8 +53,8 @@ def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path):
     cfg.merge_from_dict(tiny_options(cfg, tiny_coco))
     cfg.work_dir = str(tmp_path)
     cfg.default_hooks.checkpoint = None  # saving is tested with the tools; it costs seconds here
-    # the Runner keys its logger, message hub and visualizer by these names
-    cfg.experiment_name = cfg.visualizer.name = config.stem
+    # the Runner keys its logger and message hub by this name
+    cfg.experiment_name = config.stem
     cfg.launcher = 'none'
     runner = build_runner(cfg)  # as tools/train.py builds it
     runner.train()

@@ -1,4 +1,5 @@
 """Command-line arguments -> config, and the preflight checks (in-process, no training)."""
+import json
 import os
 import os.path as osp
 from copy import deepcopy
@@ -219,3 +220,17 @@ def test_the_runner_formats_its_config_once_until_it_changes(tiny_coco, tmp_path
     copied = deepcopy(runner.cfg)
     assert type(copied) is OnceFormattedConfig and copied.pretty_text == runner.cfg.pretty_text
     assert len(formatted) == 3
+
+
+def test_runners_of_one_process_write_their_own_scalars(tiny_coco, tmp_path):
+    """mmengine hands the visualizer of an existing name to the next Runner asking for it;
+    each Runner that build_runner makes writes its scalars into its own work dir."""
+    options = to_cli(tiny_options(Config.fromfile(LIP_R50), tiny_coco))
+    names = ('first', 'second', 'third')
+    for value, name in enumerate(names):
+        runner = build_runner(train_cfg('--work-dir', str(tmp_path / name), '--cfg-options',
+                                        *options))
+        runner.visualizer.add_scalars({'loss': value})
+    for value, name in enumerate(names):
+        (scalars, ) = (tmp_path / name).glob('*/vis_data/scalars.json')
+        assert [json.loads(line)['loss'] for line in scalars.read_text().splitlines()] == [value]

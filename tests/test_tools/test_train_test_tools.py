@@ -1,7 +1,8 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh end to end, in subprocesses, on the
-tiny generated dataset: multi-process training, resume after SIGKILL, COCO evaluation of a
-saved checkpoint, and our configs under MMDetection's own train.py (the reference run of the
-resume test); the tools' clear failures through their main functions, in-process."""
+"""tools/train.py, tools/test.py and tools/dist_train.sh end to end on the tiny generated
+dataset: multi-process training, resume after SIGKILL (the killed run in a process of its own,
+the resumed run through train.py's main function), COCO evaluation of a saved checkpoint
+(test.py's main function), and our configs under MMDetection's own train.py (the reference run
+of the resume test); the tools' clear failures through their main functions."""
 import json
 import os
 import pickle
@@ -52,6 +53,11 @@ def small_options(tiny, epochs=1, **extra):
 
 def load_state(path):
     return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+
+
+def newest_log(work_dir):
+    """The text of the log that the latest run in ``work_dir`` wrote (``<time>/<time>.log``)."""
+    return sorted(Path(work_dir).glob('*/*.log'))[-1].read_text()
 
 
 def val_metrics(work_dir):
@@ -116,10 +122,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(resume_setup):
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
     assert not (work_dir / f'iter_{MAX_ITERS}.pth').exists()
 
-    resumed = run_tool([TOOLS / 'train.py', config, '--work-dir', work_dir, '--resume',
-                        '--cfg-options', *options], cwd=root)
-    assert_ok(resumed)
-    logged = resumed.stdout + resumed.stderr
+    # the tool's main in this process (its exit-code path has process tests of its own)
+    assert launch.train_main([str(config), '--work-dir', str(work_dir), '--resume',
+                              '--cfg-options', *options]) == 0
+    logged = newest_log(work_dir)
     assert 'resumed epoch: 0, iter: 4' in logged
     iterations = [int(i) for i in re.findall(rf'Iter\(train\) \[(\d+)/{MAX_ITERS}\]', logged)]
     assert iterations == [5, 6, 7, 8]
@@ -142,11 +148,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(resume_setup):
 def test_test_tool_reports_coco_metrics(resume_setup, tmp_path):
     checkpoint = resume_setup['work_dir'] / f'iter_{MAX_ITERS}.pth'
     out = tmp_path / 'predictions.pkl'
-    proc = run_tool([TOOLS / 'test.py', resume_setup['config'], checkpoint, '--work-dir',
-                     tmp_path, '--out', out, '--cfg-options', *resume_setup['options']],
-                    cwd=tmp_path)
-    assert_ok(proc)
-    logged = proc.stdout + proc.stderr
+    assert launch.test_main([str(resume_setup['config']), str(checkpoint), '--work-dir',
+                             str(tmp_path), '--out', str(out), '--cfg-options',
+                             *resume_setup['options']]) == 0
+    logged = newest_log(tmp_path)
     for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m',
                 'bbox_mAP_l'):
         assert re.search(rf'coco/{key}: -?\d+\.\d+', logged), key

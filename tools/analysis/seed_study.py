@@ -20,12 +20,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 # as in tools/run_demo.py: a dependency's import warns at every run, about nothing the user does
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from lip_mmdet.demo import add_demo_run_args  # noqa: E402
+from lip_mmdet.demo import add_demo_run_args, train_demo  # noqa: E402
 from lip_mmdet.evaluation.seed_study import (  # noqa: E402
     STUDY_FILE,
     format_study,
     run_seed_study,
-    train_demo_run,
 )
 from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import plot_seed_study  # noqa: E402
@@ -55,7 +54,7 @@ def main(argv=None) -> int:
                         num_val=args.num_val, cfg_options=args.cfg_options,
                         verbose=args.verbose)
     try:
-        study = run_seed_study(args.configs, args.seeds, args.work_dir, train_demo_run,
+        study = run_seed_study(args.configs, args.seeds, args.work_dir, train_demo,
                                train_kwargs=train_kwargs, log=lambda s: print(s, flush=True))
     except (PreflightError, ValueError, FileExistsError) as err:
         print(f'error: {err}', file=sys.stderr)

@@ -30,8 +30,6 @@ def tiny_demo_config(name, tiny, work_dir, iters=3):
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10)
     cfg.custom_hooks = [dict(type='PoolingStatsHook', interval=2)]
-    # mmengine keeps one visualizer per name and process: one per run keeps its scalars.json
-    cfg.visualizer.name = str(work_dir)
     cfg.param_scheduler = None  # a constant rate: the first update is visible
     cfg.launcher = 'none'
     return cfg
