@@ -49,7 +49,8 @@ def _runner(work_dir, max_epochs, **kwargs):
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
         randomness=dict(seed=0),
-        experiment_name=f'exp_{work_dir.name}_{max_epochs}',
+        # mmengine keys the message hub by this name: one per test and run
+        experiment_name=f'{work_dir.parent.name}_{work_dir.name}_{max_epochs}',
         **kwargs)
 
 
