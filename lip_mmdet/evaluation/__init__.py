@@ -1,4 +1,10 @@
-from .compare import format_comparison, gt_count_mismatch, load_run_metrics, plot_ap_by_size
+from .compare import (
+    format_comparison,
+    gt_count_mismatch,
+    load_run_metrics,
+    plot_ap_by_size,
+    run_names,
+)
 from .metrics import (
     DEFAULT_SIZE_BINS,
     SizeAwareCocoMetric,
@@ -8,4 +14,4 @@ from .metrics import (
 
 __all__ = ['DEFAULT_SIZE_BINS', 'SizeAwareCocoMetric', 'evaluate_size_bins',
            'resolve_coco_backend', 'format_comparison', 'gt_count_mismatch',
-           'load_run_metrics', 'plot_ap_by_size']
+           'load_run_metrics', 'plot_ap_by_size', 'run_names']

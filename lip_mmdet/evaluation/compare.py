@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from terminaltables import AsciiTable
 
 __all__ = ['NO_GT', 'NO_GT_NOTE', 'REPORT_FILE', 'format_ap', 'format_comparison',
-           'gt_count_mismatch', 'load_run_metrics', 'plot_ap_by_size']
+           'gt_count_mismatch', 'load_run_metrics', 'plot_ap_by_size', 'run_names']
 
 REPORT_FILE = 'size_aware_metrics.json'
 COCO_KEYS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
@@ -121,6 +121,18 @@ def load_run_metrics(work_dir: str, metric: str = 'bbox') -> Dict:
     raise FileNotFoundError(
         f'no {metric} metrics in {work_dir!r}: looked for {REPORT_FILE} and for '
         f'"{metric}_mAP" in */vis_data/*.json and */*.json (has the run been evaluated?)')
+
+
+def run_names(paths: Sequence[str], names: Optional[Sequence[str]] = None,
+              what: str = 'runs') -> List[str]:
+    """The names of runs given by folder or file: ``names`` when given, else each path's last
+    component. Raises ValueError when ``names`` does not give one name per path (``what``
+    says what the paths are in the message)."""
+    if not names:
+        return [osp.basename(osp.normpath(path)) for path in paths]
+    if len(names) != len(paths):
+        raise ValueError(f'--names has {len(names)} entries for {len(paths)} {what}')
+    return list(names)
 
 
 def gt_count_mismatch(runs: Sequence[Dict], names: Sequence[str]) -> Optional[str]:

@@ -13,6 +13,7 @@ from lip_mmdet.evaluation import (
     gt_count_mismatch,
     load_run_metrics,
     plot_ap_by_size,
+    run_names,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,3 +208,11 @@ def test_cli_user_errors_are_one_line(work_dirs, tmp_path, capsys):
         lines = printed.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
             (argv, printed.err)
+
+
+def test_run_names_default_to_the_last_path_component_and_must_match_the_runs():
+    assert run_names(['work_dirs/r18/', 'work_dirs/lip_r18/epoch_4.pth']) == ['r18',
+                                                                             'epoch_4.pth']
+    assert run_names(['a', 'b'], ['A', 'B']) == ['A', 'B']
+    with pytest.raises(ValueError, match='--names has 1 entries for 2 work dirs'):
+        run_names(['a', 'b'], ['A'], what='work dirs')

@@ -13,6 +13,7 @@ from lip_mmdet.evaluation.compare import (
     gt_count_mismatch,
     load_run_metrics,
     plot_ap_by_size,
+    run_names,
 )
 
 
@@ -30,12 +31,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = args.names or [osp.basename(osp.normpath(d)) for d in args.work_dirs]
-    if len(names) != len(args.work_dirs):
-        print(f'error: --names has {len(names)} entries for {len(args.work_dirs)} work dirs',
-              file=sys.stderr)
-        return 2
     try:
+        names = run_names(args.work_dirs, args.names, what='work dirs')
         runs = [load_run_metrics(d, args.metric) for d in args.work_dirs]
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)

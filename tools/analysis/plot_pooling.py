@@ -15,6 +15,7 @@ import sys
 # runs from a checkout without PYTHONPATH or an installed lip_mmdet
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from lip_mmdet.evaluation.compare import run_names  # noqa: E402
 from lip_mmdet.visualization import load_pooling_history, plot_pooling_runs  # noqa: E402
 
 
@@ -29,10 +30,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = args.names or [osp.basename(osp.normpath(r)) for r in args.runs]
-    if len(names) != len(args.runs):
-        print(f'error: --names has {len(names)} entries for {len(args.runs)} runs',
-              file=sys.stderr)
+    try:
+        names = run_names(args.runs, args.names)
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
         return 2
     try:
         runs = [load_pooling_history(r) for r in args.runs]
