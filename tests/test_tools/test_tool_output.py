@@ -1,19 +1,15 @@
 """What the tools print: set-up order, and benchmark_backbone.py's quiet default and help."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
+from tiny_run import REPO, TOOLS, run_tool
 from tool_scripts import tool_main
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_setup_installs_numpy_before_anything_imports_torch():
     """A torch imported before numpy exists prints 'Failed to initialize NumPy'."""
-    with open(os.path.join(REPO, 'tools', 'setup_env.sh')) as f:
+    with open(TOOLS / 'setup_env.sh') as f:
         lines = f.read().splitlines()
     numpy_install = next(i for i, line in enumerate(lines)
                          if line.startswith('"${PIP[@]}"') and '"numpy<2"' in line)
@@ -23,10 +19,9 @@ def test_setup_installs_numpy_before_anything_imports_torch():
 
 
 def _benchmark(*args):
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, 'tools', 'analysis', 'benchmark_backbone.py'),
-         *args], capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    proc = run_tool([TOOLS / 'analysis' / 'benchmark_backbone.py', *args], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def test_benchmark_backbone_is_quiet_unless_verbose(tmp_path):
