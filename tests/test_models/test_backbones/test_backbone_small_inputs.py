@@ -1,5 +1,6 @@
 """LIPResNet and DPPResNet take every input size stock mmdet ResNet takes, tiny or thin, in
 train and eval mode, and give stock ResNet's output sizes."""
+import copy
 import functools
 
 import pytest
@@ -29,6 +30,7 @@ def _stock(depth):
     return ResNet(depth=depth)
 
 
+@functools.cache
 def _stock_sizes(depth, size, batch, training):
     model = _stock(depth)
     model.train(training)
@@ -36,11 +38,22 @@ def _stock_sizes(depth, size, batch, training):
         return [tuple(o.shape[2:]) for o in model(torch.rand(batch, 3, *size))]
 
 
+@functools.cache
+def _built(variant):
+    torch.manual_seed(0)
+    return VARIANTS[variant]()
+
+
+def _fresh(variant):
+    """The variant as built from seed 0; building once and copying saves ~0.15 s a test."""
+    return copy.deepcopy(_built(variant))
+
+
 @pytest.mark.parametrize('size', SIZES, ids=lambda s: f'{s[0]}x{s[1]}')
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_sizes_match_stock_resnet_in_train_and_eval(variant, size):
+    model = _fresh(variant)
     torch.manual_seed(0)
-    model = VARIANTS[variant]()
     # batch 2 in train mode: stock ResNet's BatchNorm needs 2 values per channel there
     for training, batch in ((False, 1), (True, 2)):
         model.train(training)
