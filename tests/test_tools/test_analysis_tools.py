@@ -41,8 +41,8 @@ def assert_user_error(code, capsys, message):
 
 
 @pytest.fixture(scope='module')
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp('study')
+def study(short_tmp_path):
+    root = short_tmp_path('study')
     work_dir = root / 'study'
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -99,9 +99,9 @@ def test_seed_study_resumes_without_training_again(study, capsys):
     assert '| faster_rcnn_dpp_r18_demo - faster_rcnn_lip_r18_demo |' in printed
 
 
-def test_seed_study_trains_an_interrupted_run_again(study, tmp_path, capsys):
+def test_seed_study_trains_an_interrupted_run_again(study, short_tmp_path, capsys):
     # a copy of the study where the DPP seed-1 run was interrupted (no result file)
-    work_dir = tmp_path / 'study'
+    work_dir = short_tmp_path('interrupted') / 'study'
     shutil.copytree(study['work_dir'], work_dir)
     run_dir = work_dir / 'faster_rcnn_dpp_r18_demo' / 'seed_1'
     (run_dir / RESULT_FILE).unlink()

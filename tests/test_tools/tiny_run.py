@@ -38,9 +38,11 @@ def tiny_options(cfg, tiny, scale=128, num_train=2, batch_size=2, epochs=1):
         opts.update({
             f'{loader}.num_workers': 0,
             f'{loader}.persistent_workers': False,
+            # relative to data_root, as in mmdet's configs (and short: see short_tmp_path)
             f'{loader}.dataset.data_root': tiny['data_root'],
-            f'{loader}.dataset.ann_file': ann_file,
-            f'{loader}.dataset.data_prefix.img': img_prefix,
+            f'{loader}.dataset.ann_file': os.path.relpath(ann_file, tiny['data_root']),
+            f'{loader}.dataset.data_prefix.img':
+            os.path.relpath(img_prefix, tiny['data_root']) + '/',
             f'{loader}.dataset.metainfo.classes': tuple(tiny['classes']),
             f'{loader}.dataset.pipeline.{_resize_index(pipeline)}.scale': (scale, scale),
         })
