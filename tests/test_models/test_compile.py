@@ -76,7 +76,8 @@ def _dynamo_only(graph_module, example_inputs):
     return graph_module.forward
 
 
-@pytest.mark.parametrize('name', list(BACKBONES))
+# lip50 is traced with fullgraph=True in both modes by test_compiled_backbone_equals_eager
+@pytest.mark.parametrize('name', [name for name in BACKBONES if name != 'lip50'])
 def test_backbone_is_one_graph(name):
     model = _backbone(name, **TWO_STAGES)
     torch._dynamo.reset()
