@@ -5,18 +5,25 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
-# Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on CPU
-# tensors. Triton must see the switch before it is first imported (mmdet's and Inductor's
-# imports can import it), hence here, before anything else; the other backends ignore it.
-if not torch.cuda.is_available():
-    os.environ.setdefault('TRITON_INTERPRET', '1')
 
-# Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall when
-# other processes (the other pytest worker, a tool's process) load the machine. Set here, so
-# that fixtures of every scope run with one thread too.
-torch.set_num_threads(1)
+def pytest_configure(config):
+    """The process-wide settings of a process that runs tests (before any test file is
+    imported). pytest-xdist's controller runs none, and skips torch's import (about 2 s
+    before the workers start)."""
+    if config.getoption('dist', 'no') != 'no' and not hasattr(config, 'workerinput'):
+        return
+    import torch
+
+    # Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on
+    # CPU tensors. Triton must see the switch before it is first imported (mmdet's and
+    # Inductor's imports can import it); the other backends ignore it.
+    if not torch.cuda.is_available():
+        os.environ.setdefault('TRITON_INTERPRET', '1')
+    # Tests run small inputs: extra OpenMP threads mostly add synchronisation, and stall when
+    # other processes (the other pytest worker, a tool's process) load the machine. Set
+    # here, so that fixtures of every scope run with one thread too.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +38,7 @@ def _process_state_of_this_test(request):
     ``randomness.deterministic`` turns it on for the whole process).
     """
     # imported here: pytest-xdist's controller process loads this file and runs no test
+    import torch
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
 
