@@ -14,8 +14,8 @@ from PIL import Image
 from lip_mmdet.evaluation import load_run_metrics
 from lip_mmdet.evaluation.seed_study import RESULT_FILE, run_metrics, t_quantile
 
-from tiny_run import REPO, TOOLS, run_tool
-from tool_scripts import tool_main
+from tiny_run import REPO, TOOLS
+from tool_scripts import run_as_script, tool_main
 
 DEMO = REPO / 'configs' / 'demo'
 LIP, DPP = DEMO / 'faster_rcnn_lip_r18_demo.py', DEMO / 'faster_rcnn_dpp_r18_demo.py'
@@ -114,12 +114,14 @@ def test_seed_study_trains_an_interrupted_run_again(study, short_tmp_path, capsy
     assert len(list(run_dir.glob('*/vis_data/scalars.json'))) == 1
 
 
-def test_seed_study_refuses_a_missing_config(tmp_path):
-    """Through the interpreter: exit code 2 and the message, no traceback."""
-    proc = run_tool([ANALYSIS / 'seed_study.py', '--configs', LIP, tmp_path / 'nope.py',
-                     '--work-dir', tmp_path / 'study'], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert 'nope.py' in proc.stderr and 'Traceback' not in proc.stderr
+def test_seed_study_refuses_a_missing_config(tmp_path, monkeypatch, capfd):
+    """Through the script's __main__ block: exit code 2 and the message, no traceback."""
+    code = run_as_script('analysis/seed_study.py', ['--configs', LIP, tmp_path / 'nope.py',
+                                                    '--work-dir', tmp_path / 'study'],
+                         monkeypatch)
+    printed = capfd.readouterr()
+    assert code == 2, printed.out + printed.err
+    assert 'nope.py' in printed.err and 'Traceback' not in printed.err
     assert not (tmp_path / 'study').exists()
 
 

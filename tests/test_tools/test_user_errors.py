@@ -1,8 +1,8 @@
 """User errors in tools/train.py, tools/test.py and tools/model_converters/lip2mmdet.py end in
 one message and exit code 2, with no traceback and no code from a checkpoint run.
 
-Most cases call the tools' main functions in-process; one subprocess per tool proves the
-exit code and the absence of a traceback end to end."""
+Most cases call the tools' main functions; each tool's script also runs through its
+``__main__`` block for the exit code, and train.py through a fresh interpreter."""
 import runpy
 
 import pytest
@@ -15,6 +15,7 @@ from lip_mmdet.utils.launch import test_main as run_test_tool
 from lip_mmdet.utils.launch import train_main
 
 from tiny_run import REPO, SMALL_RETINANET, TOOLS, run_tool, tiny_options, to_cli, write_config
+from tool_scripts import run_as_script
 
 RETINA_LIP_R50 = REPO / 'configs' / 'retinanet_lip_r50.py'
 CONVERTER = TOOLS / 'model_converters' / 'lip2mmdet.py'
@@ -196,31 +197,34 @@ def test_converter_refuses_a_payload_from_a_url(tmp_path, monkeypatch, capsys):
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()
 
 
-# --- end to end: exit code 2 and no traceback from each tool's process ---------------------
+# --- end to end: exit code 2 and no traceback from each tool's script -----------------------
 
-def _assert_clean_failure(proc, *words):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
-    assert len(errors) == 1, proc.stderr
+def _assert_clean_failure(code, stderr, *words):
+    assert code == 2, stderr[-3000:]
+    assert 'Traceback' not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, stderr
     for word in words:
-        assert word in proc.stderr
+        assert word in stderr
 
 
 def test_train_tool_process(tmp_path):
+    """Through a fresh interpreter: the imports add nothing to the message."""
     config = tmp_path / 'broken.py'
     config.write_text('a = [1, 2\n')
     proc = run_tool([TOOLS / 'train.py', config], cwd=tmp_path, timeout=120)
-    _assert_clean_failure(proc, f'Syntax error in config {config}, line 1')
+    _assert_clean_failure(proc.returncode, proc.stderr,
+                          f'Syntax error in config {config}, line 1')
 
 
-def test_test_tool_process(options, tmp_path):
+def test_test_tool_script(options, tmp_path, monkeypatch, capfd):
     ckpt = _text_file(tmp_path / 'model.pth')
-    proc = run_tool([TOOLS / 'test.py', RETINA_LIP_R50, ckpt, '--work-dir', tmp_path / 'w',
-                     '--cfg-options', *options], cwd=tmp_path, timeout=180)
-    _assert_clean_failure(proc, 'not a readable checkpoint')
+    code = run_as_script('test.py', [RETINA_LIP_R50, ckpt, '--work-dir', tmp_path / 'w',
+                                     '--cfg-options', *options], monkeypatch)
+    _assert_clean_failure(code, capfd.readouterr().err, 'not a readable checkpoint')
 
 
-def test_converter_process(tmp_path):
-    proc = run_tool([CONVERTER, tmp_path, tmp_path / 'out.pth'], cwd=tmp_path, timeout=120)
-    _assert_clean_failure(proc, 'is a directory')
+def test_converter_script(tmp_path, monkeypatch, capfd):
+    code = run_as_script('model_converters/lip2mmdet.py', [tmp_path, tmp_path / 'out.pth'],
+                         monkeypatch)
+    _assert_clean_failure(code, capfd.readouterr().err, 'is a directory')
