@@ -28,3 +28,14 @@ def run_as_script(script, argv, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(path, run_name='__main__')
     return exit_info.value.code
+
+
+def assert_clean_failure(code, stderr, *words):
+    """A user error as a tool reports it: exit code 2, one ``error: `` line holding every one
+    of ``words``, no traceback."""
+    assert code == 2, stderr[-3000:]
+    assert 'Traceback' not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, stderr
+    for word in words:
+        assert word in stderr

@@ -1,7 +1,6 @@
 import hashlib
 import json
 import os
-import runpy
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from lip_mmdet.demo import DEMO_CLASSES, data_setting_name, make_demo_dataset
 from lip_mmdet.demo import data as demo_data
 from lip_mmdet.evaluation import SizeAwareCocoMetric
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tool_scripts import tool_main
 
 
 def _digest(root):
@@ -292,8 +291,7 @@ def test_segm_evaluation_on_the_demo_data(tiny_coco, tmp_path):
 
 
 def test_make_demo_dataset_tool(tmp_path, capsys):
-    main = runpy.run_path(os.path.join(REPO, 'tools', 'data', 'make_demo_dataset.py'),
-                          run_name='tool')['main']
+    main = tool_main('data/make_demo_dataset.py')
     args = ['--out', str(tmp_path / 'd'), '--num-train', '2', '--num-val', '1', '--size',
             '1000', '32', '--no-progress']
     assert main(args) == 0

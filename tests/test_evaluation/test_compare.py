@@ -1,6 +1,4 @@
 import json
-import os
-import runpy
 
 import pytest
 import torch
@@ -16,7 +14,8 @@ from lip_mmdet.evaluation import (
     run_names,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tool_scripts import tool_main
+
 CLASSES = ('thing',)
 
 
@@ -141,8 +140,7 @@ def test_chart_labels_show_counts_and_noise():
 
 
 def _cli(argv, capsys):
-    script = os.path.join(REPO, 'tools', 'analysis', 'compare_runs.py')
-    code = runpy.run_path(script, run_name='compare_runs')['main'](argv)
+    code = tool_main('analysis/compare_runs.py')(argv)
     return code, capsys.readouterr()
 
 

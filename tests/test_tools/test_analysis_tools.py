@@ -1,6 +1,6 @@
 """tools/analysis/seed_study.py, plot_pooling.py and show_pooling.py end to end on a tiny
 demo study (4 training images, 1 epoch, 2 seeds): the tools' main functions in this process,
-and seed_study.py's refusal through the interpreter."""
+and seed_study.py's refusal through its script's ``__main__`` block."""
 import contextlib
 import io
 import json
@@ -15,7 +15,7 @@ from lip_mmdet.evaluation import load_run_metrics
 from lip_mmdet.evaluation.seed_study import RESULT_FILE, run_metrics, t_quantile
 
 from tiny_run import REPO, TOOLS
-from tool_scripts import run_as_script, tool_main
+from tool_scripts import assert_clean_failure, run_as_script, tool_main
 
 DEMO = REPO / 'configs' / 'demo'
 LIP, DPP = DEMO / 'faster_rcnn_lip_r18_demo.py', DEMO / 'faster_rcnn_dpp_r18_demo.py'
@@ -119,9 +119,7 @@ def test_seed_study_refuses_a_missing_config(tmp_path, monkeypatch, capfd):
     code = run_as_script('analysis/seed_study.py', ['--configs', LIP, tmp_path / 'nope.py',
                                                     '--work-dir', tmp_path / 'study'],
                          monkeypatch)
-    printed = capfd.readouterr()
-    assert code == 2, printed.out + printed.err
-    assert 'nope.py' in printed.err and 'Traceback' not in printed.err
+    assert_clean_failure(code, capfd.readouterr().err, 'nope.py')
     assert not (tmp_path / 'study').exists()
 
 

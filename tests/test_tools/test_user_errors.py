@@ -3,8 +3,6 @@ one message and exit code 2, with no traceback and no code from a checkpoint run
 
 Most cases call the tools' main functions; each tool's script also runs through its
 ``__main__`` block for the exit code, and train.py through a fresh interpreter."""
-import runpy
-
 import pytest
 import torch
 from checkpoint_payloads import go_offline, save_payload
@@ -15,10 +13,9 @@ from lip_mmdet.utils.launch import test_main as run_test_tool
 from lip_mmdet.utils.launch import train_main
 
 from tiny_run import REPO, SMALL_RETINANET, TOOLS, run_tool, tiny_options, to_cli, write_config
-from tool_scripts import run_as_script
+from tool_scripts import assert_clean_failure, run_as_script, tool_main
 
 RETINA_LIP_R50 = REPO / 'configs' / 'retinanet_lip_r50.py'
-CONVERTER = TOOLS / 'model_converters' / 'lip2mmdet.py'
 PLANTED_URL = 'https://example.invalid/checkpoints/detector-0a1b2c3d.pth'
 
 
@@ -161,8 +158,7 @@ def test_inherited_torchvision_weights_offline_say_what_to_download(tiny_coco, t
 
 def _convert(*argv):
     """Run the converter's main in-process; returns its exit code."""
-    module = runpy.run_path(str(CONVERTER))
-    return module['main']([str(a) for a in argv])
+    return tool_main('model_converters/lip2mmdet.py')([str(a) for a in argv])
 
 
 def _torchvision_layout_state():
@@ -199,21 +195,12 @@ def test_converter_refuses_a_payload_from_a_url(tmp_path, monkeypatch, capsys):
 
 # --- end to end: exit code 2 and no traceback from each tool's script -----------------------
 
-def _assert_clean_failure(code, stderr, *words):
-    assert code == 2, stderr[-3000:]
-    assert 'Traceback' not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith('error: ')]
-    assert len(errors) == 1, stderr
-    for word in words:
-        assert word in stderr
-
-
 def test_train_tool_process(tmp_path):
     """Through a fresh interpreter: the imports add nothing to the message."""
     config = tmp_path / 'broken.py'
     config.write_text('a = [1, 2\n')
     proc = run_tool([TOOLS / 'train.py', config], cwd=tmp_path, timeout=120)
-    _assert_clean_failure(proc.returncode, proc.stderr,
+    assert_clean_failure(proc.returncode, proc.stderr,
                           f'Syntax error in config {config}, line 1')
 
 
@@ -221,10 +208,10 @@ def test_test_tool_script(options, tmp_path, monkeypatch, capfd):
     ckpt = _text_file(tmp_path / 'model.pth')
     code = run_as_script('test.py', [RETINA_LIP_R50, ckpt, '--work-dir', tmp_path / 'w',
                                      '--cfg-options', *options], monkeypatch)
-    _assert_clean_failure(code, capfd.readouterr().err, 'not a readable checkpoint')
+    assert_clean_failure(code, capfd.readouterr().err, 'not a readable checkpoint')
 
 
 def test_converter_script(tmp_path, monkeypatch, capfd):
     code = run_as_script('model_converters/lip2mmdet.py', [tmp_path, tmp_path / 'out.pth'],
                          monkeypatch)
-    _assert_clean_failure(code, capfd.readouterr().err, 'is a directory')
+    assert_clean_failure(code, capfd.readouterr().err, 'is a directory')

@@ -1,8 +1,5 @@
 """Converting official LIP-ResNet checkpoints and loading ResNet checkpoints into our backbones."""
 import logging
-import os.path as osp
-import runpy
-import sys
 
 import pytest
 import torch
@@ -18,8 +15,7 @@ from lip_mmdet.models.backbones import (
     infer_resnet_depth,
 )
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'lip2mmdet.py')
+from tool_scripts import run_as_script
 
 # Every key of the official lip_resnet-50.pth beyond a standard ResNet-50.
 OFFICIAL_LIP_ONLY = {'maxpool.logit.conv.weight', 'maxpool.logit.bn.weight',
@@ -94,10 +90,7 @@ def test_converter_tool_round_trip(tmp_path, monkeypatch):
     source = official_lip_state()
     src, dst = tmp_path / 'lip_resnet-50.pth', tmp_path / 'out' / 'lip_r50_mmdet.pth'
     torch.save(source, src)
-    monkeypatch.setattr(sys, 'argv', [CONVERTER, str(src), str(dst)])
-    with pytest.raises(SystemExit) as exited:
-        runpy.run_path(CONVERTER, run_name='__main__')
-    assert exited.value.code == 0
+    assert run_as_script('model_converters/lip2mmdet.py', [src, dst], monkeypatch) == 0
     saved = torch.load(dst, map_location='cpu')
     assert saved['meta']['depth'] == 50
     assert saved['meta']['dropped_keys'] == ['fc.bias', 'fc.weight']
