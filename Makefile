@@ -1,4 +1,4 @@
-.PHONY: setup test demo lint
+.PHONY: setup test demo lint fuzz
 
 VENV_PY := .venv/bin/python
 
@@ -21,3 +21,9 @@ lint: setup
 # Faster R-CNN on CPU, evaluate (COCO + size-binned tables), plot AP by object size.
 demo: setup
 	@$(VENV_PY) tools/run_demo.py
+
+# A long fuzz campaign of the ops and the checkpoint loader: the suite's fuzz tests with fresh
+# random cases, LIP_MMDET_FUZZ_EXAMPLES per test (default 20000); prints how many ran.
+fuzz: setup
+	@HYPOTHESIS_PROFILE=fuzz $(VENV_PY) -m pytest -n auto --maxprocesses 4 --dist loadfile \
+		-m fuzz --hypothesis-show-statistics tests

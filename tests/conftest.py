@@ -7,12 +7,32 @@ from pathlib import Path
 import pytest
 
 
+def _register_fuzz_profiles() -> None:
+    """Hypothesis settings for the property-based fuzz tests.
+
+    'suite' (the default, what ``make test`` runs): a bounded, derandomised slice, so every
+    run of the suite checks the same cases in seconds. 'fuzz' (``make fuzz``): fresh random
+    cases, ``LIP_MMDET_FUZZ_EXAMPLES`` per test (default 20000), failures kept in
+    ``.hypothesis/`` and replayed first next time. ``HYPOTHESIS_PROFILE`` picks one.
+    """
+    from hypothesis import HealthCheck, settings
+
+    slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile('suite', max_examples=40, derandomize=True, deadline=None,
+                              database=None, print_blob=True, suppress_health_check=slow_ok)
+    settings.register_profile(
+        'fuzz', max_examples=int(os.environ.get('LIP_MMDET_FUZZ_EXAMPLES', '20000')),
+        deadline=None, print_blob=True, suppress_health_check=slow_ok)
+    settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'suite'))
+
+
 def pytest_configure(config):
     """The process-wide settings of a process that runs tests (before any test file is
     imported). pytest-xdist's controller runs none, and skips torch's import (about 2 s
     before the workers start)."""
     if config.getoption('dist', 'no') != 'no' and not hasattr(config, 'workerinput'):
         return
+    _register_fuzz_profiles()
     import torch
 
     # Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on
