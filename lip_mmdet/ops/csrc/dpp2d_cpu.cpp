@@ -7,12 +7,22 @@
 // Since max_q r_q >= m, T = max_q t_q >= 0: the kernel uses w_q = a e^-T + e^(t_q - T) (same
 // ratio) whose terms lie in [0, a] and [0, 1], so no lambda can overflow it.
 //
+// The shift must be exact: the window's largest term has to come out as e^0 = 1 (else, for a
+// large lambda, every e^(t_q - T) and a e^-T can underflow together and the window is 0 / 0).
+// Computing T = h * L and then t_q - T = h * l_q - T (h = lambda / 2, l = log r - log m) is
+// not exact: the compiler contracts h * l_q - T into one FMA, whose unrounded product differs
+// from the rounded one T was taken over by up to half an ulp of T, which is huge for a large
+// lambda. So the kernel takes the extremum L of s * l_q (s = sign of h; s * l is exact) and
+// computes t_q - T as |h| * (s * l_q - L): the difference is exactly 0 for the extremum and
+// <= 0 otherwise, rounding cannot change either sign, and no product is left to contract.
+// L is clamped to >= 0 (its true value, which rounding of m can miss by an ulp), so that
+// T = |h| L >= 0 and e^-T <= 1 for every lambda up to the largest finite one.
+//
 // Layout: contiguous NCHW; plane p has channel p % C. Each plane is copied into a zero-padded
 // buffer; one output row is computed at a time, vectorised across its columns, with one
 // array per window offset (K = kh * kw arrays of Wo values).
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "parallel.h"
@@ -39,7 +49,7 @@ struct DppScratch {
   // Per window offset k, Wo values each.
   std::vector<T> value, deviation, penalty, log_ratio, weight_exp, valid, grad_t;
   // Per output column.
-  std::vector<T> penalty_sum, count, log_mean, t_max, shift, weight_sum, weighted_sum, out;
+  std::vector<T> penalty_sum, count, log_mean, ratio_max, shift, weight_sum, weighted_sum, out;
   std::vector<T> grad_scale, grad_t_sum, beta_sum, lambda_terms, grad_guide, contribution;
   std::vector<int64_t> col_begin, col_end;  // valid output columns for each kernel column j
 
@@ -49,7 +59,7 @@ struct DppScratch {
     if (backward) grad_padded.assign(padded.size(), T(0));
     for (auto* v : {&value, &deviation, &penalty, &log_ratio, &weight_exp, &valid, &grad_t})
       v->resize(kwo);
-    for (auto* v : {&penalty_sum, &count, &log_mean, &t_max, &shift, &weight_sum,
+    for (auto* v : {&penalty_sum, &count, &log_mean, &ratio_max, &shift, &weight_sum,
                     &weighted_sum, &out, &grad_scale, &grad_t_sum, &beta_sum, &lambda_terms,
                     &grad_guide, &contribution})
       v->resize(wo);
@@ -106,23 +116,28 @@ void input_grads(const T* __restrict valid, const T* __restrict deviation,
                  int64_t wo) {
   for (int64_t ow = 0; ow < wo; ++ow) {
     const T grad_r = half_lambda * (grad_t[ow] / penalty[ow] - grad_t_sum[ow]);
-    const T grad_d = valid[ow] * 2 * deviation[ow] * grad_r;
+    // dL/dd = 2 d dL/dr is exactly 0 at padding and where d = 0 (asym below the guide),
+    // also when a huge lambda overflows dL/dr (0 * inf would be NaN).
+    const T grad_d = (valid[ow] > T(0) && deviation[ow] != T(0))
+                         ? 2 * deviation[ow] * grad_r : T(0);
     const T w = valid[ow] * alpha * shift[ow] + weight_exp[ow];
     contribution[ow] = grad_scale[ow] * w + grad_d;
     grad_guide[ow] -= grad_d;
   }
 }
 
-// One window offset's weights for a row: e = exp(t - T), w = a e^-T + e (0 where invalid).
+// One window offset's weights for a row: e = exp(t - T), w = a e^-T + e (0 where invalid),
+// with t - T = |h| (s l - L) (see the top of the file).
 template <typename T>
 void accumulate_weights(const T* __restrict log_ratio, const T* __restrict valid,
-                        const T* __restrict value, const T* __restrict t_max,
+                        const T* __restrict value, const T* __restrict ratio_max,
                         const T* __restrict shift, T* __restrict weight_exp,
-                        T* __restrict weight_sum, T* __restrict weighted_sum, T half_lambda,
-                        T alpha, int64_t wo) {
+                        T* __restrict weight_sum, T* __restrict weighted_sum, T sign,
+                        T abs_half_lambda, T alpha, int64_t wo) {
   for (int64_t ow = 0; ow < wo; ++ow) {
-    // t <= T for valid entries; the clamp keeps padding entries (weight 0) from inf * 0.
-    const T shifted = half_lambda * log_ratio[ow] - t_max[ow];
+    // <= 0 for valid entries; the clamp keeps padding entries (weight 0) from inf * 0 and
+    // maps NaN to 0.
+    const T shifted = abs_half_lambda * (sign * log_ratio[ow] - ratio_max[ow]);
     const T e = valid[ow] * exp_value(shifted < T(0) ? shifted : T(0));
     const T w = valid[ow] * alpha * shift[ow] + e;
     weight_exp[ow] = e;
@@ -169,33 +184,39 @@ void dpp_row(const DppGeometry& g, int64_t oh, const T* guide_row, T alpha, T ha
                          s.count.data(), wo);
     }
   }
+  // The largest t of a window is h times the largest s * l (s = sign of h): the extremum is
+  // taken over s * l, exact, and T is formed from it once (see the top of the file).
+  const T sign = half_lambda < T(0) ? T(-1) : T(1);
+  const T abs_half_lambda = sign * half_lambda;
   for (int64_t ow = 0; ow < wo; ++ow) {
     s.log_mean[ow] = log_value(s.penalty_sum[ow] / s.count[ow]);
-    s.t_max[ow] = std::numeric_limits<T>::lowest();
+    s.ratio_max[ow] = T(0);  // the clamp L >= 0 (every window holds a valid pixel)
   }
   const int64_t kwo = g.window() * wo;
   for (int64_t k = 0; k < kwo; k += wo) {
     const T* penalty = s.penalty.data() + k;
     const T* valid = s.valid.data() + k;
     T* log_ratio = s.log_ratio.data() + k;
-    T* t_max = s.t_max.data();
+    T* ratio_max = s.ratio_max.data();
     const T* log_mean = s.log_mean.data();
     for (int64_t ow = 0; ow < wo; ++ow) {
       const T lr = log_value(penalty[ow]) - log_mean[ow];
-      const T t = half_lambda * lr;
+      const T signed_lr = sign * lr;
       log_ratio[ow] = lr;
-      t_max[ow] = (valid[ow] > T(0) && t > t_max[ow]) ? t : t_max[ow];
+      ratio_max[ow] =
+          (valid[ow] > T(0) && signed_lr > ratio_max[ow]) ? signed_lr : ratio_max[ow];
     }
   }
   for (int64_t ow = 0; ow < wo; ++ow) {
-    s.shift[ow] = exp_value(-s.t_max[ow]);
+    s.shift[ow] = exp_value(-(abs_half_lambda * s.ratio_max[ow]));  // e^-T in [0, 1]
     s.weight_sum[ow] = T(0);
     s.weighted_sum[ow] = T(0);
   }
   for (int64_t k = 0; k < kwo; k += wo)
     accumulate_weights(s.log_ratio.data() + k, s.valid.data() + k, s.value.data() + k,
-                       s.t_max.data(), s.shift.data(), s.weight_exp.data() + k,
-                       s.weight_sum.data(), s.weighted_sum.data(), half_lambda, alpha, wo);
+                       s.ratio_max.data(), s.shift.data(), s.weight_exp.data() + k,
+                       s.weight_sum.data(), s.weighted_sum.data(), sign, abs_half_lambda,
+                       alpha, wo);
   for (int64_t ow = 0; ow < wo; ++ow) s.out[ow] = s.weighted_sum[ow] / s.weight_sum[ow];
 }
 
