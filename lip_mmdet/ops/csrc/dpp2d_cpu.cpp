@@ -22,9 +22,11 @@
 // buffer; one output row is computed at a time, vectorised across its columns, with one
 // array per window offset (K = kh * kw arrays of Wo values).
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
+#include "checks.h"
 #include "parallel.h"
 #include "vec_math.h"
 
@@ -284,9 +286,35 @@ void dpp_plane_backward(const T* x, const T* guide, const T* grad_out, T* grad_x
   *grad_lambda = lambda_acc;
 }
 
-DppGeometry geometry(const int64_t* sizes) {
-  return DppGeometry{sizes[0], sizes[1], sizes[2],  sizes[3],  sizes[4],  sizes[5],  sizes[6],
-                     sizes[7], sizes[8], sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]};
+// Validates dpp2d's sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom,
+// pad_left, pad_right} and the thread count (see checks.h); fills g on success. Besides the
+// tensors, the scratch buffers (the padded plane, K = kh * kw rows of Wo values) are sized
+// from them.
+int dpp_arguments(const int64_t* sizes, size_t element_bytes, int threads, DppGeometry* g) {
+  using namespace lip_mmdet;
+  if (sizes == nullptr) return kNullPointer;
+  const DppGeometry d{sizes[0], sizes[1], sizes[2],  sizes[3],  sizes[4],  sizes[5],  sizes[6],
+                      sizes[7], sizes[8], sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]};
+  if (d.planes < 0 || d.channels < 1 || d.planes % d.channels != 0 || d.height < 1 ||
+      d.width < 1 || d.out_height < 1 || d.out_width < 1)
+    return kBadShape;
+  int64_t expected_h, expected_w;
+  if (int status = pooled_axis(d.height, d.kh, d.sh, d.pad_top, d.pad_bottom, &expected_h))
+    return status;
+  if (int status = pooled_axis(d.width, d.kw, d.sw, d.pad_left, d.pad_right, &expected_w))
+    return status;
+  if (d.out_height != expected_h || d.out_width != expected_w) return kBadOutputSize;
+  int64_t count;
+  const int64_t bytes = static_cast<int64_t>(element_bytes);
+  // pooled_axis checked the padded sizes' sums.
+  if (!elements({d.planes, d.height, d.width}, bytes, &count) ||
+      !elements({d.planes, d.out_height, d.out_width}, bytes, &count) ||
+      !elements({d.padded_height(), d.padded_width()}, bytes, &count) ||
+      !elements({d.kh, d.kw, d.out_width}, bytes, &count))
+    return kOverflow;
+  if (!threads_ok(threads)) return kBadThreads;
+  *g = d;
+  return kOk;
 }
 
 template <typename T, bool Asym>
@@ -347,8 +375,11 @@ void filter_plane_forward(const T* x, const T* weight, T bias, T* out, const Fil
         const int64_t r = oh * g.sh - g.top + i;
         if (r < 0 || r >= g.height) continue;
         const T w = weight[i * 3 + j];
-        const T* src = x + r * g.width + j - g.left;
-        for (int64_t ow = begin; ow < end; ++ow) out_row[ow] += w * src[ow * g.sw];
+        // Indexed from the row start: j - left can point far outside the map (only the
+        // columns in [begin, end) are read), which a pointer may not.
+        const T* src_row = x + r * g.width;
+        const int64_t shift = j - g.left;
+        for (int64_t ow = begin; ow < end; ++ow) out_row[ow] += w * src_row[ow * g.sw + shift];
       }
     }
   }
@@ -371,12 +402,13 @@ void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* gr
         const int64_t r = oh * g.sh - g.top + i;
         if (r < 0 || r >= g.height) continue;
         const T* g_row = grad_out + oh * g.out_width;
-        const T* src = x + r * g.width + j - g.left;
-        T* dst = grad_x + r * g.width + j - g.left;
+        const T* src_row = x + r * g.width;
+        T* dst_row = grad_x + r * g.width;
+        const int64_t shift = j - g.left;  // see filter_plane_forward
         T row_acc = 0;
         for (int64_t ow = begin; ow < end; ++ow) {
-          row_acc += g_row[ow] * src[ow * g.sw];
-          dst[ow * g.sw] += w * g_row[ow];
+          row_acc += g_row[ow] * src_row[ow * g.sw + shift];
+          dst_row[ow * g.sw + shift] += w * g_row[ow];
         }
         weight_acc += row_acc;
       }
@@ -385,20 +417,53 @@ void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* gr
   }
 }
 
-FilterGeometry filter_geometry(const int64_t* sizes) {
-  return FilterGeometry{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
-                        sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+// Validates the filter guide's sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left} and the
+// thread count (see checks.h); fills g on success. Every tap is bounds-checked against the
+// map, so any offsets (top, left; negative ones crop) are safe once the index arithmetic,
+// out * stride - offset + 2, cannot overflow.
+int filter_arguments(const int64_t* sizes, size_t element_bytes, int threads,
+                     FilterGeometry* g) {
+  using namespace lip_mmdet;
+  if (sizes == nullptr) return kNullPointer;
+  const FilterGeometry f{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
+                         sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+  if (f.planes < 0 || f.channels < 1 || f.planes % f.channels != 0 || f.height < 1 ||
+      f.width < 1 || f.out_height < 1 || f.out_width < 1)
+    return kBadShape;
+  if (f.sh < 1 || f.sw < 1) return kBadWindow;
+  int64_t count, reach;
+  const int64_t bytes = static_cast<int64_t>(element_bytes);
+  if (!elements({f.planes, f.height, f.width}, bytes, &count) ||
+      !elements({f.planes, f.out_height, f.out_width}, bytes, &count) ||
+      !elements({f.channels, 9}, bytes, &count) || !elements({f.planes, 9}, 8, &count))
+    return kOverflow;
+  for (const auto& [out, stride, offset] : {std::array<int64_t, 3>{f.out_height, f.sh, f.top},
+                                            std::array<int64_t, 3>{f.out_width, f.sw, f.left}}) {
+    // Tap indices range over [-offset, (out - 1) * stride + 2 - offset] before the bounds
+    // check against the map.
+    if (offset == INT64_MIN || !mul(out - 1, stride, &reach) || !add(reach, 2, &reach) ||
+        !add(reach, -offset, &reach))
+      return kOverflow;
+  }
+  if (!threads_ok(threads)) return kBadThreads;
+  *g = f;
+  return kOk;
 }
 
 }  // namespace
 
 // sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right};
-// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success.
+// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success,
+// else a lip_mmdet::Status.
 #define DPP2D_EXPORT(SUFFIX, T)                                                               \
   extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,          \
                                         const T* lambda, T* out, const int64_t* sizes,       \
                                         int asym, int threads) {                             \
-    const DppGeometry g = geometry(sizes);                                                   \
+    DppGeometry g;                                                                           \
+    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                \
+    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, out}))                            \
+      return lip_mmdet::kNullPointer;                                                        \
     return asym ? forward<T, true>(x, guide, alpha, lambda, out, g, threads)                 \
                 : forward<T, false>(x, guide, alpha, lambda, out, g, threads);               \
   }                                                                                           \
@@ -406,7 +471,12 @@ FilterGeometry filter_geometry(const int64_t* sizes) {
       const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,        \
       T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                     \
       const int64_t* sizes, int asym, int threads) {                                         \
-    const DppGeometry g = geometry(sizes);                                                   \
+    DppGeometry g;                                                                           \
+    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                \
+    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, grad_out, grad_x, grad_guide,     \
+                                  grad_alpha, grad_lambda}))                                 \
+      return lip_mmdet::kNullPointer;                                                        \
     return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,   \
                                     grad_alpha, grad_lambda, g, threads)                     \
                 : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,  \
@@ -417,12 +487,16 @@ DPP2D_EXPORT(f32, float)
 DPP2D_EXPORT(f64, double)
 
 // sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left}; weight: C x 9, bias: C;
-// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success.
+// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else a
+// lip_mmdet::Status.
 #define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                        \
   extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,               \
                                                    const T* bias, T* out,                     \
                                                    const int64_t* sizes, int threads) {       \
-    const FilterGeometry g = filter_geometry(sizes);                                          \
+    FilterGeometry g;                                                                         \
+    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
+    if (!lip_mmdet::all_non_null({x, weight, bias, out})) return lip_mmdet::kNullPointer;     \
     const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
     return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
       for (int64_t p = first; p < last; ++p) {                                                \
@@ -435,7 +509,11 @@ DPP2D_EXPORT(f64, double)
   extern "C" int dpp_filter_guide_backward_##SUFFIX(                                          \
       const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,         \
       double* grad_bias, const int64_t* sizes, int threads) {                                 \
-    const FilterGeometry g = filter_geometry(sizes);                                          \
+    FilterGeometry g;                                                                         \
+    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
+    if (!lip_mmdet::all_non_null({x, weight, grad_out, grad_x, grad_weight, grad_bias}))      \
+      return lip_mmdet::kNullPointer;                                                         \
     const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
     return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
       for (int64_t p = first; p < last; ++p) {                                                \
