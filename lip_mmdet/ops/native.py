@@ -1,34 +1,62 @@
 """Builds and loads the fused CPU kernels of ``csrc/`` (lip2d and dpp2d; plain C ABI, ctypes).
 
 The library has no torch headers, so it compiles in a few seconds with the system C++
-compiler the first time it is needed, into a cache keyed by the source, the flags and the
+compiler the first time it is needed, into a cache keyed by the sources, the flags and the
 compiler. When there is no compiler or the build fails, :func:`pooling_cpu_library` returns
 None (with one warning) and the ops use their pure-PyTorch paths, which give the same results.
-A cached library that no longer loads (e.g. a truncated file) is rebuilt once.
-
-Every entry point validates its sizes (checked 64-bit arithmetic, the window relations its
-indexing relies on) and returns a status code; :func:`run_kernel` also checks each tensor's
-device, dtype, layout and element count against the sizes, and turns a nonzero status into
-a ``ValueError`` that names the problem. The library exports ``lip_mmdet_pooling_abi()``; a
-library whose version differs from :data:`ABI_VERSION` (built from other sources, with
-another argument layout) is never called.
 
 The ops call these kernels only inside their custom-op implementations
 (:mod:`lip_mmdet.ops.lip`, :mod:`lip_mmdet.ops.dpp`), so the loader's lock, the ctypes call
 and the thread count never reach ``torch.compile`` or ``torch.export``.
 
+How the cache is trusted. Loading a shared library runs its constructors, so a library is
+loaded only if it is known to be the one this process (or an earlier one of this user)
+built:
+
+* The cache directory (the root and its ``ops`` folder) is created private (0700). It is
+  used only if both are directories owned by the effective user and writable by no one else,
+  checked on the opened directories (``fstat``), and every file is then opened relative to
+  the opened ``ops`` folder without following links: renaming or replacing a path component
+  after the check changes nothing. Otherwise (a shared ``LIP_MMDET_CACHE``, a cache made by
+  another user): one warning, and the library is built in a private temporary directory for
+  this process and not cached.
+* The compiler writes into a private temporary directory; the loader hashes the bytes it
+  built, installs them in the cache under a new file name
+  (``pooling_cpu_<key>.<random>.so``, mode 0600, by atomic rename) and then records
+  ``<sha256>  <file name>`` in ``pooling_cpu_<key>.sha256`` (the sha256sum format, also by
+  atomic rename). ``<key>`` hashes the sources, the flags and the compiler.
+* A later process reads the record and the library through file descriptors, checks that
+  both are regular files owned by the user and writable by no one else (else: one warning,
+  private build), hashes the library's bytes and compares the hash with the record (a
+  mismatch: one warning, rebuild). It then loads exactly the bytes it hashed, copied into an
+  anonymous in-memory file (``memfd_create``) that ``dlopen`` opens as
+  ``/proc/self/fd/<n>``; so nothing can change the file between the check and the load.
+* The library exports ``lip_mmdet_pooling_abi()``; a library whose version differs from
+  :data:`ABI_VERSION` (built from other sources, with another argument layout) is never
+  called. A cached library that does not load, lacks a symbol or has another ABI version is
+  rebuilt under a new file name (one warning); as each load is a new in-memory file, the
+  process's ``dlopen`` never serves the old one again, so the recovery works in-process.
+
+Every entry point validates its sizes (checked 64-bit arithmetic, the window relations its
+indexing relies on) and returns a status code; :func:`run_kernel` also checks each tensor's
+device, dtype, layout and element count against the sizes, and turns a nonzero status into
+a ``ValueError`` that names the problem.
+
 Environment:
-    LIP_MMDET_NATIVE=0   never build or load the library (pure-PyTorch path only).
-    LIP_MMDET_CACHE=DIR  cache root (default ``~/.cache/lip_mmdet``); the library goes in
-                         ``DIR/ops``.
-    CXX                  compiler to use (default ``c++``, then ``g++``). When set, it must
-                         name an executable: otherwise the kernels are not built (one
-                         warning says so) rather than built by another compiler.
+    LIP_MMDET_NATIVE=0    never build or load the library (pure-PyTorch path only).
+    LIP_MMDET_CACHE=DIR   cache root (default ``$XDG_CACHE_HOME/lip_mmdet``, else
+                          ``~/.cache/lip_mmdet``); the library goes in ``DIR/ops``.
+    CXX                   compiler to use (default ``c++``, then ``g++``). When set, it must
+                          name an executable: otherwise the kernels are not built (one
+                          warning says so) rather than built by another compiler.
 """
 import ctypes
 import hashlib
 import os
+import re
+import secrets
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -51,6 +79,9 @@ _SOURCES = (_CSRC / 'lip2d_cpu.cpp', _CSRC / 'dpp2d_cpu.cpp', _CSRC / 'abi.cpp')
 _HEADERS = (_CSRC / 'checks.h', _CSRC / 'vec_math.h', _CSRC / 'parallel.h')
 _lock = threading.Lock()
 _state = {'tried': False, 'library': None}
+# In-memory files of the loaded libraries: kept open for the life of the process, so that no
+# later load gets the same /proc/self/fd/<n> name, which dlopen would answer from its cache.
+_loaded_files = []
 
 # Status codes of the entry points (lip_mmdet::Status in csrc/checks.h).
 _STATUS = {
@@ -88,6 +119,8 @@ def _compiler() -> str:
 def _flags():
     # -fno-trapping-math lets the compiler vectorise the selects in the exp polynomial; it
     # changes no result. No -ffast-math: it would alter rounding and, linked, the FPU state.
+    # Floating-point contraction (FMA) stays on: the max-shift of dpp2d is written so that
+    # no contraction can change it (see csrc/dpp2d_cpu.cpp).
     flags = ['-O3', '-std=c++17', '-shared', '-fPIC', '-pthread', '-fno-trapping-math',
              '-fno-math-errno']
     if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
@@ -95,42 +128,197 @@ def _flags():
     return flags
 
 
-def _build(compiler: str, rebuild: bool = False) -> Path:
-    """Path of the compiled library in the cache, compiling it unless it is there (or
-    ``rebuild`` is set)."""
-    flags = _flags()
+def _key(compiler: str, flags) -> str:
+    """Hash of everything the library's bytes depend on: sources, flags, compiler."""
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                              timeout=60).stdout
-    code = b''.join(path.read_bytes() for path in (*_SOURCES, *_HEADERS))
-    key = hashlib.sha256(code + ' '.join(flags).encode() + version.encode()).hexdigest()[:16]
-    root = os.environ.get('LIP_MMDET_CACHE') or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lip_mmdet')
-    target = Path(root) / 'ops' / f'pooling_cpu_{key}.so'
-    if target.exists() and not rebuild:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build to a private name, then rename: concurrent processes never load a partial file.
-    fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
-    os.close(fd)
-    try:
-        result = subprocess.run([compiler, *flags, *map(str, _SOURCES), '-o', tmp],
+    digest = hashlib.sha256()
+    for path in (*_SOURCES, *_HEADERS):
+        digest.update(path.name.encode() + b'\0' + path.read_bytes() + b'\0')
+    digest.update(' '.join(flags).encode() + b'\0' + compiler.encode() + b'\0' +
+                  version.encode())
+    return digest.hexdigest()[:16]
+
+
+def _compile(compiler: str, flags) -> bytes:
+    """The library's bytes, compiled in a private temporary directory."""
+    with tempfile.TemporaryDirectory(prefix='lip_mmdet_build_') as build_dir:
+        output = os.path.join(build_dir, 'pooling_cpu.so')
+        result = subprocess.run([compiler, *flags, *map(str, _SOURCES), '-o', output],
                                 capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f'{compiler} failed:\n{result.stderr[-2000:]}')
-        os.replace(tmp, target)
+        with open(output, 'rb') as built:
+            return built.read()
+
+
+# ---------------------------------------------------------------------------------------
+# The cache and its trust checks
+
+
+class _Untrusted(Exception):
+    """A cache directory or file that another user could have written."""
+
+
+class _Mismatch(Exception):
+    """A cached library whose bytes are not the ones its record names."""
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get('LIP_MMDET_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lip_mmdet'))
+
+
+def _check_private(info: os.stat_result, what: str, kind) -> None:
+    """Raises _Untrusted unless ``info`` is a ``kind`` (stat.S_ISDIR / S_ISREG) owned by the
+    effective user and writable by no one else."""
+    if not kind(info.st_mode):
+        raise _Untrusted(f'{what} is not a {"directory" if kind is stat.S_ISDIR else "file"}')
+    if info.st_uid != os.geteuid():
+        raise _Untrusted(f'{what} is owned by uid {info.st_uid}, not by this user '
+                         f'(uid {os.geteuid()})')
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _Untrusted(f'{what} is writable by others (mode {stat.S_IMODE(info.st_mode):o})')
+
+
+def _open_cache() -> int:
+    """File descriptor of the private ``ops`` folder of the cache (created 0700); raises
+    _Untrusted if the cache root or the folder is not private to this user."""
+    root = _cache_root()
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    # The root may be reached through links (a linked ~/.cache); what is checked is the
+    # directory actually opened.
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check_private(os.fstat(root_fd), f'cache directory {root}', stat.S_ISDIR)
+        try:
+            os.mkdir('ops', mode=0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        try:
+            ops_fd = os.open('ops', os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=root_fd)
+        except OSError as error:  # a link or a file in its place
+            raise _Untrusted(f'cache directory {root / "ops"} cannot be opened as a '
+                             f'directory ({error})') from error
+        try:
+            _check_private(os.fstat(ops_fd), f'cache directory {root / "ops"}', stat.S_ISDIR)
+        except BaseException:
+            os.close(ops_fd)
+            raise
+        return ops_fd
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        os.close(root_fd)
+
+
+def _read_private(dir_fd: int, name: str, what: str) -> Optional[bytes]:
+    """Bytes of regular file ``name`` in ``dir_fd`` (not following links), None if absent;
+    raises _Untrusted if it is not private to this user."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # ELOOP: a link
+        raise _Untrusted(f'{what} cannot be opened as a file ({error})') from error
+    with os.fdopen(fd, 'rb') as file:
+        _check_private(os.fstat(file.fileno()), what, stat.S_ISREG)
+        return file.read()
+
+
+def _record_name(key: str) -> str:
+    return f'pooling_cpu_{key}.sha256'
+
+
+def _read_cached(ops_fd: int, key: str, folder: Path) -> Optional[bytes]:
+    """The cached library's bytes after the checks (None when nothing is cached); raises
+    _Untrusted or _Mismatch."""
+    record = _read_private(ops_fd, _record_name(key), f'cache record {folder / _record_name(key)}')
+    if record is None:
+        return None
+    match = re.fullmatch(rf'([0-9a-f]{{64}})  (pooling_cpu_{key}\.[0-9a-f]+\.so)\n',
+                         record.decode('ascii', 'replace'))
+    if match is None:
+        raise _Mismatch(f'cache record {folder / _record_name(key)} is malformed')
+    digest, name = match.groups()
+    data = _read_private(ops_fd, name, f'cached library {folder / name}')
+    if data is None:
+        raise _Mismatch(f'cached library {folder / name} is missing')
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise _Mismatch(f'cached library {folder / name} does not match its recorded sha256')
+    return data
+
+
+def _write_private(dir_fd: int, name: str, data: bytes) -> None:
+    """Writes ``name`` in ``dir_fd`` atomically (a private temporary name, then a rename), so
+    that concurrent processes never read a partial file."""
+    tmp = f'.{name}.{secrets.token_hex(6)}.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, 'wb') as file:
+            file.write(data)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
+def _install(ops_fd: int, key: str, data: bytes) -> None:
+    """Caches ``data`` under a new file name and records its sha256; removes the library the
+    previous record named."""
+    previous = None
+    try:
+        record = _read_private(ops_fd, _record_name(key), 'cache record')
+        if record is not None:
+            previous = record.decode('ascii', 'replace').rstrip('\n').split('  ')[-1]
+    except _Untrusted:
+        pass
+    name = f'pooling_cpu_{key}.{secrets.token_hex(6)}.so'
+    _write_private(ops_fd, name, data)
+    digest = hashlib.sha256(data).hexdigest()
+    _write_private(ops_fd, _record_name(key), f'{digest}  {name}\n'.encode('ascii'))
+    if previous and re.fullmatch(rf'pooling_cpu_{key}\.[0-9a-f]+\.so', previous):
+        try:
+            os.unlink(previous, dir_fd=ops_fd)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
 
 
 class _Stale(Exception):
     """A library built for another argument layout."""
 
 
-def _bind(path: Path) -> ctypes.CDLL:
-    """Loads ``path``, checks its ABI version and declares the kernels' signatures."""
-    library = ctypes.CDLL(str(path))
+def _dlopen_bytes(data: bytes) -> ctypes.CDLL:
+    """Loads the library whose bytes are ``data`` (exactly these bytes, see the module
+    docstring)."""
+    if hasattr(os, 'memfd_create'):
+        fd = os.memfd_create('lip_mmdet_pooling_cpu.so', os.MFD_CLOEXEC)
+        _loaded_files.append(fd)  # before the write: never closed, so never reused
+        with open(fd, 'wb', closefd=False) as file:
+            file.write(data)
+        return ctypes.CDLL(f'/proc/self/fd/{fd}')
+    # Without memfd: a new file in a private directory, its name never used again.
+    folder = tempfile.mkdtemp(prefix='lip_mmdet_load_')
+    path = os.path.join(folder, 'pooling_cpu.so')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as file:
+        file.write(data)
+    _loaded_files.append(path)
+    return ctypes.CDLL(path)
+
+
+def _bind(data: bytes, origin: str) -> ctypes.CDLL:
+    """Loads ``data``, checks its ABI version and declares the kernels' signatures."""
+    library = _dlopen_bytes(data)
+    library.lip_mmdet_origin = origin
     abi = library.lip_mmdet_pooling_abi  # AttributeError for a library older than the check
     abi.argtypes, abi.restype = [], ctypes.c_int64
     if abi() != ABI_VERSION:
@@ -152,6 +340,44 @@ def _bind(path: Path) -> ctypes.CDLL:
     return library
 
 
+def _load_or_build() -> ctypes.CDLL:
+    compiler = _compiler()
+    flags = _flags()
+    key = _key(compiler, flags)
+    folder = _cache_root() / 'ops'
+    try:
+        ops_fd = _open_cache()
+    except _Untrusted as error:
+        warnings.warn(f'lip_mmdet: not using the kernel cache: {error}; building the CPU '
+                      'pooling kernels in a private directory for this process', stacklevel=4)
+        return _bind(_compile(compiler, flags), 'private build')
+    try:
+        try:
+            cached = _read_cached(ops_fd, key, folder)
+        except _Untrusted as error:
+            warnings.warn(f'lip_mmdet: not using the kernel cache: {error}; building the CPU '
+                          'pooling kernels in a private directory for this process',
+                          stacklevel=4)
+            return _bind(_compile(compiler, flags), 'private build')
+        except _Mismatch as error:
+            warnings.warn(f'lip_mmdet: {error}; rebuilding the CPU pooling kernels',
+                          stacklevel=4)
+            cached = None
+        if cached is not None:
+            try:
+                return _bind(cached, f'cache {folder}')
+            except (OSError, AttributeError, _Stale) as error:
+                # A cached file that does not load (truncated, built from other sources) is
+                # rebuilt under a new name rather than making every later process fall back.
+                warnings.warn(f'lip_mmdet: cached CPU pooling kernels in {folder} do not load '
+                              f'({error}); rebuilding them', stacklevel=4)
+        data = _compile(compiler, flags)
+        _install(ops_fd, key, data)
+        return _bind(data, f'cache {folder}')
+    finally:
+        os.close(ops_fd)
+
+
 def pooling_cpu_library() -> Optional[ctypes.CDLL]:
     """The compiled lip2d/dpp2d CPU kernels, built on first use; None if unavailable."""
     if not native_enabled():
@@ -160,20 +386,15 @@ def pooling_cpu_library() -> Optional[ctypes.CDLL]:
         if not _state['tried']:
             _state['tried'] = True
             try:
-                compiler = _compiler()
-                path = _build(compiler)
-                try:
-                    _state['library'] = _bind(path)
-                except (OSError, AttributeError, _Stale) as error:
-                    # A cached file that does not load (truncated, foreign) is rebuilt once
-                    # rather than making every later process fall back.
-                    warnings.warn(f'lip_mmdet: cached CPU pooling kernels {path} do not load '
-                                  f'({error}); rebuilding them', stacklevel=2)
-                    _state['library'] = _bind(_build(compiler, rebuild=True))
+                _state['library'] = _load_or_build()
             except Exception as error:  # any build/load failure means: use the torch path
                 warnings.warn(f'lip_mmdet: fused CPU pooling kernels unavailable, using the '
                               f'pure-PyTorch path ({error})', stacklevel=2)
         return _state['library']
+
+
+# ---------------------------------------------------------------------------------------
+# Calling
 
 
 def _plane_sizes(sizes, channels_at):
