@@ -46,6 +46,9 @@ Environment:
     LIP_MMDET_NATIVE=0    never build or load the library (pure-PyTorch path only).
     LIP_MMDET_CACHE=DIR   cache root (default ``$XDG_CACHE_HOME/lip_mmdet``, else
                           ``~/.cache/lip_mmdet``); the library goes in ``DIR/ops``.
+    LIP_MMDET_SANITIZE=1  build with AddressSanitizer and UndefinedBehaviorSanitizer (its own
+                          cache key); the process must run with the ASan runtime preloaded,
+                          see :func:`sanitizer_environment`.
     CXX                   compiler to use (default ``c++``, then ``g++``). When set, it must
                           name an executable: otherwise the kernels are not built (one
                           warning says so) rather than built by another compiler.
@@ -62,11 +65,12 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
-__all__ = ['pooling_cpu_library', 'native_enabled', 'run_kernel', 'ABI_VERSION']
+__all__ = ['pooling_cpu_library', 'native_enabled', 'run_kernel', 'sanitizer_environment',
+           'ABI_VERSION']
 
 #: The version ``lip_mmdet_pooling_abi()`` must return (``LIP_MMDET_POOLING_ABI`` in
 #: ``csrc/checks.h``): the entry points' argument layout and status codes.
@@ -82,6 +86,9 @@ _state = {'tried': False, 'library': None}
 # In-memory files of the loaded libraries: kept open for the life of the process, so that no
 # later load gets the same /proc/self/fd/<n> name, which dlopen would answer from its cache.
 _loaded_files = []
+
+_SANITIZER_FLAGS = ('-fsanitize=address,undefined', '-fno-sanitize-recover=all',
+                    '-fno-omit-frame-pointer', '-g')
 
 # Status codes of the entry points (lip_mmdet::Status in csrc/checks.h).
 _STATUS = {
@@ -99,6 +106,10 @@ _STATUS = {
 def native_enabled() -> bool:
     """Whether the environment allows the compiled kernels (``LIP_MMDET_NATIVE`` != '0')."""
     return os.environ.get('LIP_MMDET_NATIVE', '1') != '0'
+
+
+def _sanitized() -> bool:
+    return os.environ.get('LIP_MMDET_SANITIZE', '0') == '1'
 
 
 def _compiler() -> str:
@@ -125,13 +136,22 @@ def _flags():
              '-fno-math-errno']
     if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
         flags += ['-mavx2', '-mfma']
+    if _sanitized():
+        flags += _SANITIZER_FLAGS
     return flags
+
+
+def _compiler_environment() -> Dict[str, str]:
+    # The compiler is no sanitized program: it does not get the ASan runtime preloaded.
+    env = dict(os.environ)
+    env.pop('LD_PRELOAD', None)
+    return env
 
 
 def _key(compiler: str, flags) -> str:
     """Hash of everything the library's bytes depend on: sources, flags, compiler."""
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
-                             timeout=60).stdout
+                             timeout=60, env=_compiler_environment()).stdout
     digest = hashlib.sha256()
     for path in (*_SOURCES, *_HEADERS):
         digest.update(path.name.encode() + b'\0' + path.read_bytes() + b'\0')
@@ -145,7 +165,8 @@ def _compile(compiler: str, flags) -> bytes:
     with tempfile.TemporaryDirectory(prefix='lip_mmdet_build_') as build_dir:
         output = os.path.join(build_dir, 'pooling_cpu.so')
         result = subprocess.run([compiler, *flags, *map(str, _SOURCES), '-o', output],
-                                capture_output=True, text=True, timeout=300)
+                                capture_output=True, text=True, timeout=300,
+                                env=_compiler_environment())
         if result.returncode != 0:
             raise RuntimeError(f'{compiler} failed:\n{result.stderr[-2000:]}')
         with open(output, 'rb') as built:
@@ -296,9 +317,18 @@ class _Stale(Exception):
     """A library built for another argument layout."""
 
 
+def _asan_runtime_loaded() -> bool:
+    with open('/proc/self/maps') as maps:
+        return any('libasan' in line for line in maps)
+
+
 def _dlopen_bytes(data: bytes) -> ctypes.CDLL:
     """Loads the library whose bytes are ``data`` (exactly these bytes, see the module
     docstring)."""
+    if _sanitized() and not _asan_runtime_loaded():
+        # Loading it would make the ASan runtime end the process.
+        raise RuntimeError('LIP_MMDET_SANITIZE=1 needs the ASan runtime preloaded (run with '
+                           'lip_mmdet.ops.native.sanitizer_environment())')
     if hasattr(os, 'memfd_create'):
         fd = os.memfd_create('lip_mmdet_pooling_cpu.so', os.MFD_CLOEXEC)
         _loaded_files.append(fd)  # before the write: never closed, so never reused
@@ -391,6 +421,38 @@ def pooling_cpu_library() -> Optional[ctypes.CDLL]:
                 warnings.warn(f'lip_mmdet: fused CPU pooling kernels unavailable, using the '
                               f'pure-PyTorch path ({error})', stacklevel=2)
         return _state['library']
+
+
+def sanitizer_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for a Python process that runs the kernels built with AddressSanitizer and
+    UndefinedBehaviorSanitizer (``LIP_MMDET_SANITIZE=1``).
+
+    ``LD_PRELOAD`` gets the compiler's ASan runtime, which must come before every other
+    library, and its C++ runtime: ASan intercepts C++ exceptions and has to find the real
+    ``__cxa_throw`` when it starts, before the Python extensions written in C++ load it (a
+    throw would otherwise stop the process). No leak report (CPython keeps objects alive at
+    exit by design); any report ends the process with a nonzero status.
+
+    Args:
+        env: the environment to extend (default: ``os.environ``).
+
+    Returns:
+        A new dict; raises RuntimeError if the compiler has no ASan runtime.
+    """
+    env = dict(os.environ if env is None else env)
+    compiler = _compiler()
+    runtimes = []
+    for name in ('libasan.so', 'libstdc++.so'):
+        path = subprocess.run([compiler, f'-print-file-name={name}'], capture_output=True,
+                              text=True, timeout=60, env=_compiler_environment()).stdout.strip()
+        if not os.path.isabs(path) or not os.path.exists(path):
+            raise RuntimeError(f'the compiler {compiler} has no {name} ({path!r})')
+        runtimes.append(os.path.realpath(path))
+    preload = ' '.join([*runtimes, env.get('LD_PRELOAD', '')]).strip()
+    env.update(LIP_MMDET_SANITIZE='1', LD_PRELOAD=preload,
+               ASAN_OPTIONS='detect_leaks=0:halt_on_error=1',
+               UBSAN_OPTIONS='print_stacktrace=1:halt_on_error=1')
+    return env
 
 
 # ---------------------------------------------------------------------------------------

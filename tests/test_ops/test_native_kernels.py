@@ -1,9 +1,12 @@
 """The fused CPU kernels themselves: edge geometries against the PyTorch-ops path, extreme
 logits and lambdas, the status codes of the C entry points and the checks of run_kernel.
 
-The geometries are the edges of the kernels' indexing, for every kernel in both dtypes.
+This file is also what the sanitizer test (test_native_sanitized.py) runs against the kernels
+built with AddressSanitizer and UndefinedBehaviorSanitizer, so its cases touch every kernel,
+both dtypes and the geometries at the edges of the indexing.
 """
 import ctypes
+import os
 
 import pytest
 import torch
@@ -409,3 +412,9 @@ def test_lip_validation_matches_its_rules(library, sizes):
         reference = lip2d(maps, maps, kernel, stride, padding, backend='torch')
         torch.testing.assert_close(out.view(reference.shape), reference)
 
+
+def test_sanitized_build_in_use_when_requested(library):
+    """Under LIP_MMDET_SANITIZE=1 the loaded library is the instrumented one."""
+    if os.environ.get('LIP_MMDET_SANITIZE') != '1':
+        pytest.skip('runs in the sanitizer test only')
+    library['__asan_init']  # linked against the ASan runtime; KeyError/AttributeError if not
