@@ -203,6 +203,26 @@ def test_dpp_any_lambda_sign_and_size(dtype):
             torch.testing.assert_close(out[finite], reference[finite], **_tolerance(dtype))
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_nan_inputs_give_nan_only_in_their_windows(dtype):
+    """NaN logits, features and guides reach the exp and log polynomials (whose integer
+    exponent arithmetic must stay defined) and stay in the windows that contain them."""
+    x = _randn(1, 2, 6, 7, dtype=dtype)
+    logit = _randn(1, 2, 6, 7, dtype=dtype, seed=1)
+    x[0, 0, 1, 2] = float('nan')
+    logit[0, 1, 4, 5] = float('nan')
+    guide = torch.nn.functional.avg_pool2d(logit, 2, 2)
+    alpha, lam = torch.full((2,), 0.5, dtype=dtype), torch.full((2,), 3.0, dtype=dtype)
+    calls = [lambda backend: lip2d(x, logit, 3, 2, 1, backend=backend)]
+    calls += [lambda backend, reward=reward: dpp2d(x, guide, alpha, lam, reward, 2, 2,
+                                                   backend=backend)
+              for reward in ('sym', 'asym')]
+    for call in calls:
+        got, want = call('cpu_kernel'), call('torch')
+        assert got.isnan().any()
+        torch.testing.assert_close(got, want, equal_nan=True, **_tolerance(dtype))
+
+
 # ---------------------------------------------------------------------------------------
 # Status codes: every entry point validates its sizes before touching memory.
 

@@ -97,7 +97,7 @@ void penalties(const T* __restrict value, const T* __restrict guide_row, T row_o
   for (int64_t ow = 0; ow < wo; ++ow) {
     const T ok = (ow >= begin && ow < end) ? row_ok : T(0);
     T d = value[ow] - guide_row[ow];
-    if (Asym) d = d > T(0) ? d : T(0);
+    if (Asym) d = d < T(0) ? T(0) : d;  // a NaN stays NaN (it marks its window)
     const T r = d * d + eps;
     deviation[ow] = d;
     penalty[ow] = r;
@@ -138,9 +138,9 @@ void accumulate_weights(const T* __restrict log_ratio, const T* __restrict valid
                         T abs_half_lambda, T alpha, int64_t wo) {
   for (int64_t ow = 0; ow < wo; ++ow) {
     // <= 0 for valid entries; the clamp keeps padding entries (weight 0) from inf * 0 and
-    // maps NaN to 0.
+    // keeps a NaN (from a NaN input), so that it reaches its window's output.
     const T shifted = abs_half_lambda * (sign * log_ratio[ow] - ratio_max[ow]);
-    const T e = valid[ow] * exp_value(shifted < T(0) ? shifted : T(0));
+    const T e = valid[ow] * exp_value(shifted > T(0) ? T(0) : shifted);
     const T w = valid[ow] * alpha * shift[ow] + e;
     weight_exp[ow] = e;
     weighted_sum[ow] += w * value[ow];
