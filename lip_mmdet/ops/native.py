@@ -24,7 +24,10 @@ built:
   built, installs them in the cache under a new file name
   (``pooling_cpu_<key>.<random>.so``, mode 0600, by atomic rename) and then records
   ``<sha256>  <file name>`` in ``pooling_cpu_<key>.sha256`` (the sha256sum format, also by
-  atomic rename). ``<key>`` hashes the sources, the flags and the compiler.
+  atomic rename). ``<key>`` hashes the sources, the flags and the compiler. A rebuild removes
+  only the library it replaces (one that failed its check or its load): of two processes
+  building at once, the second record wins and the first library stays for its readers. A
+  cache that cannot be written (a full disk): one warning, the kernels still load.
 * A later process reads the record and the library through file descriptors, checks that
   both are regular files owned by the user and writable by no one else (else: one warning,
   private build), hashes the library's bytes and compares the hash with the record (a
@@ -65,7 +68,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -182,7 +185,12 @@ class _Untrusted(Exception):
 
 
 class _Mismatch(Exception):
-    """A cached library whose bytes are not the ones its record names."""
+    """A cached library whose bytes are not the ones its record names (``name``: its file
+    name, None if the record is unreadable)."""
+
+    def __init__(self, message: str, name: Optional[str] = None):
+        super().__init__(message)
+        self.name = name
 
 
 def _cache_root() -> Path:
@@ -251,9 +259,9 @@ def _record_name(key: str) -> str:
     return f'pooling_cpu_{key}.sha256'
 
 
-def _read_cached(ops_fd: int, key: str, folder: Path) -> Optional[bytes]:
-    """The cached library's bytes after the checks (None when nothing is cached); raises
-    _Untrusted or _Mismatch."""
+def _read_cached(ops_fd: int, key: str, folder: Path) -> Optional[Tuple[bytes, str]]:
+    """The cached library's bytes after the checks, and its file name (None when nothing is
+    cached); raises _Untrusted or _Mismatch."""
     record = _read_private(ops_fd, _record_name(key), f'cache record {folder / _record_name(key)}')
     if record is None:
         return None
@@ -266,8 +274,9 @@ def _read_cached(ops_fd: int, key: str, folder: Path) -> Optional[bytes]:
     if data is None:
         raise _Mismatch(f'cached library {folder / name} is missing')
     if hashlib.sha256(data).hexdigest() != digest:
-        raise _Mismatch(f'cached library {folder / name} does not match its recorded sha256')
-    return data
+        raise _Mismatch(f'cached library {folder / name} does not match its recorded sha256',
+                        name)
+    return data, name
 
 
 def _write_private(dir_fd: int, name: str, data: bytes) -> None:
@@ -288,23 +297,20 @@ def _write_private(dir_fd: int, name: str, data: bytes) -> None:
         raise
 
 
-def _install(ops_fd: int, key: str, data: bytes) -> None:
-    """Caches ``data`` under a new file name and records its sha256; removes the library the
-    previous record named."""
-    previous = None
-    try:
-        record = _read_private(ops_fd, _record_name(key), 'cache record')
-        if record is not None:
-            previous = record.decode('ascii', 'replace').rstrip('\n').split('  ')[-1]
-    except _Untrusted:
-        pass
+def _install(ops_fd: int, key: str, data: bytes, replaces: Optional[str]) -> None:
+    """Caches ``data`` under a new file name and records its sha256, then removes
+    ``replaces``, the file name of a cached library that failed its check or its load.
+
+    Only that one: a process building at the same time as another (both found no record)
+    leaves the other's library in place, as a third process may be reading it.
+    """
     name = f'pooling_cpu_{key}.{secrets.token_hex(6)}.so'
     _write_private(ops_fd, name, data)
     digest = hashlib.sha256(data).hexdigest()
     _write_private(ops_fd, _record_name(key), f'{digest}  {name}\n'.encode('ascii'))
-    if previous and re.fullmatch(rf'pooling_cpu_{key}\.[0-9a-f]+\.so', previous):
+    if replaces:
         try:
-            os.unlink(previous, dir_fd=ops_fd)
+            os.unlink(replaces, dir_fd=ops_fd)
         except OSError:
             pass
 
@@ -381,6 +387,7 @@ def _load_or_build() -> ctypes.CDLL:
         warnings.warn(f'lip_mmdet: not using the kernel cache: {error}; building the CPU '
                       'pooling kernels in a private directory for this process', stacklevel=4)
         return _bind(_compile(compiler, flags), 'private build')
+    replaces = None
     try:
         try:
             cached = _read_cached(ops_fd, key, folder)
@@ -392,17 +399,23 @@ def _load_or_build() -> ctypes.CDLL:
         except _Mismatch as error:
             warnings.warn(f'lip_mmdet: {error}; rebuilding the CPU pooling kernels',
                           stacklevel=4)
-            cached = None
+            cached, replaces = None, error.name
         if cached is not None:
             try:
-                return _bind(cached, f'cache {folder}')
+                return _bind(cached[0], f'cache {folder}')
             except (OSError, AttributeError, _Stale) as error:
                 # A cached file that does not load (truncated, built from other sources) is
                 # rebuilt under a new name rather than making every later process fall back.
                 warnings.warn(f'lip_mmdet: cached CPU pooling kernels in {folder} do not load '
                               f'({error}); rebuilding them', stacklevel=4)
+                replaces = cached[1]
         data = _compile(compiler, flags)
-        _install(ops_fd, key, data)
+        try:
+            _install(ops_fd, key, data, replaces)
+        except OSError as error:  # a full disk: the kernels still work, uncached
+            warnings.warn(f'lip_mmdet: could not cache the CPU pooling kernels in {folder} '
+                          f'({error})', stacklevel=4)
+            return _bind(data, 'private build')
         return _bind(data, f'cache {folder}')
     finally:
         os.close(ops_fd)

@@ -140,6 +140,25 @@ def test_library_that_does_not_load_is_rebuilt_in_process(fresh_loader, stand_in
     library, messages = _reload()
     assert len(messages) == 1 and 'do not load' in messages[0] and 'rebuilding' in messages[0]
     assert stand_in_compiler.builds() == 2 and _cache_files(fresh_loader)[1] != path
+    assert not path.exists()
+    _assert_kernels_work(library)
+
+
+def test_concurrent_builds_keep_each_others_library(fresh_loader, stand_in_compiler):
+    """Two processes that found no record both build and install: the second record wins,
+    the first library stays (a third process may be reading it)."""
+    _load_recording_warnings()
+    _, first, _ = _cache_files(fresh_loader)
+    ops_fd = native._open_cache()
+    try:
+        key = first.name.split('.')[0][len('pooling_cpu_'):]
+        native._install(ops_fd, key, first.read_bytes(), None)
+    finally:
+        os.close(ops_fd)
+    _, second, _ = _cache_files(fresh_loader)
+    assert second != first and first.exists()
+    library, messages = _reload()
+    assert messages == [] and stand_in_compiler.builds() == 1
     _assert_kernels_work(library)
 
 
