@@ -1,4 +1,4 @@
-.PHONY: setup test demo lint fuzz
+.PHONY: setup test demo lint fuzz sanitize
 
 VENV_PY := .venv/bin/python
 
@@ -27,3 +27,11 @@ demo: setup
 fuzz: setup
 	@HYPOTHESIS_PROFILE=fuzz $(VENV_PY) -m pytest -n auto --maxprocesses 4 --dist loadfile \
 		-m fuzz --hypothesis-show-statistics tests
+
+# The CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer under the op test
+# files, hypothesis on its fuzz profile (LIP_MMDET_FUZZ_EXAMPLES per test, default 2000 here):
+# any sanitizer report fails it. make test runs a bounded slice of the same check.
+sanitize: setup
+	@LIP_MMDET_SANITIZE_RUN=long HYPOTHESIS_PROFILE=fuzz \
+		LIP_MMDET_FUZZ_EXAMPLES=$${LIP_MMDET_FUZZ_EXAMPLES:-2000} \
+		$(VENV_PY) -m pytest -n 0 -s tests/test_ops/test_native_sanitized.py

@@ -195,7 +195,7 @@ def test_kernel_cache_is_reused_and_failed_builds_fall_back(monkeypatch, tmp_pat
     library = pooling_cpu_library()
     assert library is not None
     # Same sources, flags and compiler: the cached file is found, nothing is rebuilt.
-    assert native._build(native._compiler()) == native.Path(library._name)
+    assert library.lip_mmdet_origin.startswith('cache ')  # test_native.py: reuse, rebuilds
 
     monkeypatch.setenv('LIP_MMDET_CACHE', str(tmp_path))
     monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails

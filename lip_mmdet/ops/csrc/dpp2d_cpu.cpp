@@ -7,14 +7,26 @@
 // Since max_q r_q >= m, T = max_q t_q >= 0: the kernel uses w_q = a e^-T + e^(t_q - T) (same
 // ratio) whose terms lie in [0, a] and [0, 1], so no lambda can overflow it.
 //
+// The shift must be exact: the window's largest term has to come out as e^0 = 1 (else, for a
+// large lambda, every e^(t_q - T) and a e^-T can underflow together and the window is 0 / 0).
+// Computing T = h * L and then t_q - T = h * l_q - T (h = lambda / 2, l = log r - log m) is
+// not exact: the compiler contracts h * l_q - T into one FMA, whose unrounded product differs
+// from the rounded one T was taken over by up to half an ulp of T, which is huge for a large
+// lambda. So the kernel takes the extremum L of s * l_q (s = sign of h; s * l is exact) and
+// computes t_q - T as |h| * (s * l_q - L): the difference is exactly 0 for the extremum and
+// <= 0 otherwise, rounding cannot change either sign, and no product is left to contract.
+// L is clamped to >= 0 (its true value, which rounding of m can miss by an ulp), so that
+// T = |h| L >= 0 and e^-T <= 1 for every lambda up to the largest finite one.
+//
 // Layout: contiguous NCHW; plane p has channel p % C. Each plane is copied into a zero-padded
 // buffer; one output row is computed at a time, vectorised across its columns, with one
 // array per window offset (K = kh * kw arrays of Wo values).
 #include <algorithm>
+#include <array>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
+#include "checks.h"
 #include "parallel.h"
 #include "vec_math.h"
 
@@ -39,7 +51,7 @@ struct DppScratch {
   // Per window offset k, Wo values each.
   std::vector<T> value, deviation, penalty, log_ratio, weight_exp, valid, grad_t;
   // Per output column.
-  std::vector<T> penalty_sum, count, log_mean, t_max, shift, weight_sum, weighted_sum, out;
+  std::vector<T> penalty_sum, count, log_mean, ratio_max, shift, weight_sum, weighted_sum, out;
   std::vector<T> grad_scale, grad_t_sum, beta_sum, lambda_terms, grad_guide, contribution;
   std::vector<int64_t> col_begin, col_end;  // valid output columns for each kernel column j
 
@@ -49,7 +61,7 @@ struct DppScratch {
     if (backward) grad_padded.assign(padded.size(), T(0));
     for (auto* v : {&value, &deviation, &penalty, &log_ratio, &weight_exp, &valid, &grad_t})
       v->resize(kwo);
-    for (auto* v : {&penalty_sum, &count, &log_mean, &t_max, &shift, &weight_sum,
+    for (auto* v : {&penalty_sum, &count, &log_mean, &ratio_max, &shift, &weight_sum,
                     &weighted_sum, &out, &grad_scale, &grad_t_sum, &beta_sum, &lambda_terms,
                     &grad_guide, &contribution})
       v->resize(wo);
@@ -85,7 +97,7 @@ void penalties(const T* __restrict value, const T* __restrict guide_row, T row_o
   for (int64_t ow = 0; ow < wo; ++ow) {
     const T ok = (ow >= begin && ow < end) ? row_ok : T(0);
     T d = value[ow] - guide_row[ow];
-    if (Asym) d = d > T(0) ? d : T(0);
+    if (Asym) d = d < T(0) ? T(0) : d;  // a NaN stays NaN (it marks its window)
     const T r = d * d + eps;
     deviation[ow] = d;
     penalty[ow] = r;
@@ -106,24 +118,29 @@ void input_grads(const T* __restrict valid, const T* __restrict deviation,
                  int64_t wo) {
   for (int64_t ow = 0; ow < wo; ++ow) {
     const T grad_r = half_lambda * (grad_t[ow] / penalty[ow] - grad_t_sum[ow]);
-    const T grad_d = valid[ow] * 2 * deviation[ow] * grad_r;
+    // dL/dd = 2 d dL/dr is exactly 0 at padding and where d = 0 (asym below the guide),
+    // also when a huge lambda overflows dL/dr (0 * inf would be NaN).
+    const T grad_d = (valid[ow] > T(0) && deviation[ow] != T(0))
+                         ? 2 * deviation[ow] * grad_r : T(0);
     const T w = valid[ow] * alpha * shift[ow] + weight_exp[ow];
     contribution[ow] = grad_scale[ow] * w + grad_d;
     grad_guide[ow] -= grad_d;
   }
 }
 
-// One window offset's weights for a row: e = exp(t - T), w = a e^-T + e (0 where invalid).
+// One window offset's weights for a row: e = exp(t - T), w = a e^-T + e (0 where invalid),
+// with t - T = |h| (s l - L) (see the top of the file).
 template <typename T>
 void accumulate_weights(const T* __restrict log_ratio, const T* __restrict valid,
-                        const T* __restrict value, const T* __restrict t_max,
+                        const T* __restrict value, const T* __restrict ratio_max,
                         const T* __restrict shift, T* __restrict weight_exp,
-                        T* __restrict weight_sum, T* __restrict weighted_sum, T half_lambda,
-                        T alpha, int64_t wo) {
+                        T* __restrict weight_sum, T* __restrict weighted_sum, T sign,
+                        T abs_half_lambda, T alpha, int64_t wo) {
   for (int64_t ow = 0; ow < wo; ++ow) {
-    // t <= T for valid entries; the clamp keeps padding entries (weight 0) from inf * 0.
-    const T shifted = half_lambda * log_ratio[ow] - t_max[ow];
-    const T e = valid[ow] * exp_value(shifted < T(0) ? shifted : T(0));
+    // <= 0 for valid entries; the clamp keeps padding entries (weight 0) from inf * 0 and
+    // keeps a NaN (from a NaN input), so that it reaches its window's output.
+    const T shifted = abs_half_lambda * (sign * log_ratio[ow] - ratio_max[ow]);
+    const T e = valid[ow] * exp_value(shifted > T(0) ? T(0) : shifted);
     const T w = valid[ow] * alpha * shift[ow] + e;
     weight_exp[ow] = e;
     weighted_sum[ow] += w * value[ow];
@@ -169,33 +186,39 @@ void dpp_row(const DppGeometry& g, int64_t oh, const T* guide_row, T alpha, T ha
                          s.count.data(), wo);
     }
   }
+  // The largest t of a window is h times the largest s * l (s = sign of h): the extremum is
+  // taken over s * l, exact, and T is formed from it once (see the top of the file).
+  const T sign = half_lambda < T(0) ? T(-1) : T(1);
+  const T abs_half_lambda = sign * half_lambda;
   for (int64_t ow = 0; ow < wo; ++ow) {
     s.log_mean[ow] = log_value(s.penalty_sum[ow] / s.count[ow]);
-    s.t_max[ow] = std::numeric_limits<T>::lowest();
+    s.ratio_max[ow] = T(0);  // the clamp L >= 0 (every window holds a valid pixel)
   }
   const int64_t kwo = g.window() * wo;
   for (int64_t k = 0; k < kwo; k += wo) {
     const T* penalty = s.penalty.data() + k;
     const T* valid = s.valid.data() + k;
     T* log_ratio = s.log_ratio.data() + k;
-    T* t_max = s.t_max.data();
+    T* ratio_max = s.ratio_max.data();
     const T* log_mean = s.log_mean.data();
     for (int64_t ow = 0; ow < wo; ++ow) {
       const T lr = log_value(penalty[ow]) - log_mean[ow];
-      const T t = half_lambda * lr;
+      const T signed_lr = sign * lr;
       log_ratio[ow] = lr;
-      t_max[ow] = (valid[ow] > T(0) && t > t_max[ow]) ? t : t_max[ow];
+      ratio_max[ow] =
+          (valid[ow] > T(0) && signed_lr > ratio_max[ow]) ? signed_lr : ratio_max[ow];
     }
   }
   for (int64_t ow = 0; ow < wo; ++ow) {
-    s.shift[ow] = exp_value(-s.t_max[ow]);
+    s.shift[ow] = exp_value(-(abs_half_lambda * s.ratio_max[ow]));  // e^-T in [0, 1]
     s.weight_sum[ow] = T(0);
     s.weighted_sum[ow] = T(0);
   }
   for (int64_t k = 0; k < kwo; k += wo)
     accumulate_weights(s.log_ratio.data() + k, s.valid.data() + k, s.value.data() + k,
-                       s.t_max.data(), s.shift.data(), s.weight_exp.data() + k,
-                       s.weight_sum.data(), s.weighted_sum.data(), half_lambda, alpha, wo);
+                       s.ratio_max.data(), s.shift.data(), s.weight_exp.data() + k,
+                       s.weight_sum.data(), s.weighted_sum.data(), sign, abs_half_lambda,
+                       alpha, wo);
   for (int64_t ow = 0; ow < wo; ++ow) s.out[ow] = s.weighted_sum[ow] / s.weight_sum[ow];
 }
 
@@ -263,9 +286,35 @@ void dpp_plane_backward(const T* x, const T* guide, const T* grad_out, T* grad_x
   *grad_lambda = lambda_acc;
 }
 
-DppGeometry geometry(const int64_t* sizes) {
-  return DppGeometry{sizes[0], sizes[1], sizes[2],  sizes[3],  sizes[4],  sizes[5],  sizes[6],
-                     sizes[7], sizes[8], sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]};
+// Validates dpp2d's sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom,
+// pad_left, pad_right} and the thread count (see checks.h); fills g on success. Besides the
+// tensors, the scratch buffers (the padded plane, K = kh * kw rows of Wo values) are sized
+// from them.
+int dpp_arguments(const int64_t* sizes, size_t element_bytes, int threads, DppGeometry* g) {
+  using namespace lip_mmdet;
+  if (sizes == nullptr) return kNullPointer;
+  const DppGeometry d{sizes[0], sizes[1], sizes[2],  sizes[3],  sizes[4],  sizes[5],  sizes[6],
+                      sizes[7], sizes[8], sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]};
+  if (d.planes < 0 || d.channels < 1 || d.planes % d.channels != 0 || d.height < 1 ||
+      d.width < 1 || d.out_height < 1 || d.out_width < 1)
+    return kBadShape;
+  int64_t expected_h, expected_w;
+  if (int status = pooled_axis(d.height, d.kh, d.sh, d.pad_top, d.pad_bottom, &expected_h))
+    return status;
+  if (int status = pooled_axis(d.width, d.kw, d.sw, d.pad_left, d.pad_right, &expected_w))
+    return status;
+  if (d.out_height != expected_h || d.out_width != expected_w) return kBadOutputSize;
+  int64_t count;
+  const int64_t bytes = static_cast<int64_t>(element_bytes);
+  // pooled_axis checked the padded sizes' sums.
+  if (!elements({d.planes, d.height, d.width}, bytes, &count) ||
+      !elements({d.planes, d.out_height, d.out_width}, bytes, &count) ||
+      !elements({d.padded_height(), d.padded_width()}, bytes, &count) ||
+      !elements({d.kh, d.kw, d.out_width}, bytes, &count))
+    return kOverflow;
+  if (!threads_ok(threads)) return kBadThreads;
+  *g = d;
+  return kOk;
 }
 
 template <typename T, bool Asym>
@@ -326,8 +375,11 @@ void filter_plane_forward(const T* x, const T* weight, T bias, T* out, const Fil
         const int64_t r = oh * g.sh - g.top + i;
         if (r < 0 || r >= g.height) continue;
         const T w = weight[i * 3 + j];
-        const T* src = x + r * g.width + j - g.left;
-        for (int64_t ow = begin; ow < end; ++ow) out_row[ow] += w * src[ow * g.sw];
+        // Indexed from the row start: j - left can point far outside the map (only the
+        // columns in [begin, end) are read), which a pointer may not.
+        const T* src_row = x + r * g.width;
+        const int64_t shift = j - g.left;
+        for (int64_t ow = begin; ow < end; ++ow) out_row[ow] += w * src_row[ow * g.sw + shift];
       }
     }
   }
@@ -350,12 +402,13 @@ void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* gr
         const int64_t r = oh * g.sh - g.top + i;
         if (r < 0 || r >= g.height) continue;
         const T* g_row = grad_out + oh * g.out_width;
-        const T* src = x + r * g.width + j - g.left;
-        T* dst = grad_x + r * g.width + j - g.left;
+        const T* src_row = x + r * g.width;
+        T* dst_row = grad_x + r * g.width;
+        const int64_t shift = j - g.left;  // see filter_plane_forward
         T row_acc = 0;
         for (int64_t ow = begin; ow < end; ++ow) {
-          row_acc += g_row[ow] * src[ow * g.sw];
-          dst[ow * g.sw] += w * g_row[ow];
+          row_acc += g_row[ow] * src_row[ow * g.sw + shift];
+          dst_row[ow * g.sw + shift] += w * g_row[ow];
         }
         weight_acc += row_acc;
       }
@@ -364,20 +417,53 @@ void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* gr
   }
 }
 
-FilterGeometry filter_geometry(const int64_t* sizes) {
-  return FilterGeometry{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
-                        sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+// Validates the filter guide's sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left} and the
+// thread count (see checks.h); fills g on success. Every tap is bounds-checked against the
+// map, so any offsets (top, left; negative ones crop) are safe once the index arithmetic,
+// out * stride - offset + 2, cannot overflow.
+int filter_arguments(const int64_t* sizes, size_t element_bytes, int threads,
+                     FilterGeometry* g) {
+  using namespace lip_mmdet;
+  if (sizes == nullptr) return kNullPointer;
+  const FilterGeometry f{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
+                         sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+  if (f.planes < 0 || f.channels < 1 || f.planes % f.channels != 0 || f.height < 1 ||
+      f.width < 1 || f.out_height < 1 || f.out_width < 1)
+    return kBadShape;
+  if (f.sh < 1 || f.sw < 1) return kBadWindow;
+  int64_t count, reach;
+  const int64_t bytes = static_cast<int64_t>(element_bytes);
+  if (!elements({f.planes, f.height, f.width}, bytes, &count) ||
+      !elements({f.planes, f.out_height, f.out_width}, bytes, &count) ||
+      !elements({f.channels, 9}, bytes, &count) || !elements({f.planes, 9}, 8, &count))
+    return kOverflow;
+  for (const auto& [out, stride, offset] : {std::array<int64_t, 3>{f.out_height, f.sh, f.top},
+                                            std::array<int64_t, 3>{f.out_width, f.sw, f.left}}) {
+    // Tap indices range over [-offset, (out - 1) * stride + 2 - offset] before the bounds
+    // check against the map.
+    if (offset == INT64_MIN || !mul(out - 1, stride, &reach) || !add(reach, 2, &reach) ||
+        !add(reach, -offset, &reach))
+      return kOverflow;
+  }
+  if (!threads_ok(threads)) return kBadThreads;
+  *g = f;
+  return kOk;
 }
 
 }  // namespace
 
 // sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right};
-// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success.
+// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success,
+// else a lip_mmdet::Status.
 #define DPP2D_EXPORT(SUFFIX, T)                                                               \
   extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,          \
                                         const T* lambda, T* out, const int64_t* sizes,       \
                                         int asym, int threads) {                             \
-    const DppGeometry g = geometry(sizes);                                                   \
+    DppGeometry g;                                                                           \
+    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                \
+    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, out}))                            \
+      return lip_mmdet::kNullPointer;                                                        \
     return asym ? forward<T, true>(x, guide, alpha, lambda, out, g, threads)                 \
                 : forward<T, false>(x, guide, alpha, lambda, out, g, threads);               \
   }                                                                                           \
@@ -385,7 +471,12 @@ FilterGeometry filter_geometry(const int64_t* sizes) {
       const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,        \
       T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                     \
       const int64_t* sizes, int asym, int threads) {                                         \
-    const DppGeometry g = geometry(sizes);                                                   \
+    DppGeometry g;                                                                           \
+    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                \
+    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, grad_out, grad_x, grad_guide,     \
+                                  grad_alpha, grad_lambda}))                                 \
+      return lip_mmdet::kNullPointer;                                                        \
     return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,   \
                                     grad_alpha, grad_lambda, g, threads)                     \
                 : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,  \
@@ -396,12 +487,16 @@ DPP2D_EXPORT(f32, float)
 DPP2D_EXPORT(f64, double)
 
 // sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left}; weight: C x 9, bias: C;
-// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success.
+// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else a
+// lip_mmdet::Status.
 #define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                        \
   extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,               \
                                                    const T* bias, T* out,                     \
                                                    const int64_t* sizes, int threads) {       \
-    const FilterGeometry g = filter_geometry(sizes);                                          \
+    FilterGeometry g;                                                                         \
+    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
+    if (!lip_mmdet::all_non_null({x, weight, bias, out})) return lip_mmdet::kNullPointer;     \
     const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
     return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
       for (int64_t p = first; p < last; ++p) {                                                \
@@ -414,7 +509,11 @@ DPP2D_EXPORT(f64, double)
   extern "C" int dpp_filter_guide_backward_##SUFFIX(                                          \
       const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,         \
       double* grad_bias, const int64_t* sizes, int threads) {                                 \
-    const FilterGeometry g = filter_geometry(sizes);                                          \
+    FilterGeometry g;                                                                         \
+    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
+    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
+    if (!lip_mmdet::all_non_null({x, weight, grad_out, grad_x, grad_weight, grad_bias}))      \
+      return lip_mmdet::kNullPointer;                                                         \
     const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
     return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
       for (int64_t p = first; p < last; ++p) {                                                \

@@ -4,13 +4,18 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace lip_mmdet {
 
-// exp(v); arguments below -87 give 0.
+// exp(v) for v <= 88 (the kernels pass v <= 0); arguments below -87 give 0, NaN gives NaN.
 inline float exp_value(float v) {
-  const float lowest = -87.0f;
-  const float xc = v < lowest ? lowest : v;
+  const float lowest = -87.0f, highest = 88.0f;
+  // Clamped so that the exponent built below stays in range: converting NaN or a huge float
+  // to int, or shifting a bit into the sign, is undefined. NaN fails the comparison and
+  // becomes `lowest` here; it is passed through at the end.
+  float xc = v >= lowest ? v : lowest;
+  xc = xc <= highest ? xc : highest;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to integer
   const float n = (xc * 1.44269504088896341f + magic) - magic;
   float r = xc - n * 0.693359375f;
@@ -25,12 +30,12 @@ inline float exp_value(float v) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return v < lowest ? 0.0f : p * scale;
+  return v < lowest ? 0.0f : (v == v ? p * scale : v);
 }
 
 inline double exp_value(double v) { return std::exp(v); }
 
-// log(v) for positive, normal, finite v.
+// log(v) for positive, normal v; NaN and +inf pass through.
 inline float log_value(float v) {
   int32_t bits;
   std::memcpy(&bits, &v, sizeof(bits));
@@ -54,7 +59,9 @@ inline float log_value(float v) {
   y = y * x * z;
   y += -2.12194440e-4f * e;
   y += -0.5f * z;
-  return x + y + 0.693359375f * e;
+  const float result = x + y + 0.693359375f * e;
+  // The polynomial reads the bits of NaN and inf as a finite number; they must propagate.
+  return v <= std::numeric_limits<float>::max() ? result : v;
 }
 
 inline double log_value(double v) { return std::log(v); }

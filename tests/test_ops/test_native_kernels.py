@@ -1,0 +1,440 @@
+"""The fused CPU kernels themselves: edge geometries against the PyTorch-ops path, extreme
+logits and lambdas, the status codes of the C entry points and the checks of run_kernel.
+
+This file is also what the sanitizer test (test_native_sanitized.py) runs against the kernels
+built with AddressSanitizer and UndefinedBehaviorSanitizer, so its cases touch every kernel,
+both dtypes and the geometries at the edges of the indexing.
+"""
+import ctypes
+import os
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lip_mmdet.ops import dpp2d, dpp_filter_guide, lip2d, native
+
+OPS = torch.ops.lip_mmdet
+DTYPES = (torch.float64, torch.float32)
+INT64_MAX = (1 << 63) - 1
+
+# (H, W, kernel, stride, padding): 1x1 maps, windows equal to the padded input, odd sizes,
+# strides above the kernel, padding at the largest each op allows, rows wider than a vector.
+LIP_GEOMETRIES = [
+    (1, 1, (1, 1), (1, 1), (0, 0)),
+    (1, 1, (3, 3), (1, 1), (1, 1)),
+    (1, 1, (2, 3), (2, 1), (1, 1)),
+    (5, 4, (7, 6), (1, 1), (1, 1)),
+    (5, 4, (7, 6), (3, 5), (3, 3)),
+    (7, 5, (3, 3), (2, 2), (1, 1)),
+    (6, 9, (4, 5), (3, 2), (2, 2)),
+    (3, 37, (2, 3), (3, 4), (1, 1)),
+    (2, 2, (4, 4), (2, 2), (2, 2)),
+]
+# dpp2d also takes (top, bottom, left, right) padding, each up to kernel - 1.
+DPP_GEOMETRIES = [
+    (1, 1, (1, 1), (1, 1), (0, 0, 0, 0)),
+    (1, 1, (3, 3), (1, 1), (2, 2, 2, 2)),
+    (1, 1, (2, 2), (2, 2), (1, 0, 0, 1)),
+    (4, 3, (5, 4), (1, 1), (1, 0, 0, 1)),
+    (4, 3, (6, 5), (4, 4), (1, 1, 1, 1)),
+    (7, 5, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (5, 6, (3, 2), (3, 1), (0, 2, 1, 0)),
+    (3, 35, (2, 3), (1, 2), (1, 1, 2, 2)),
+]
+# The filter guide also runs for windows wider than its 3 taps (negative offsets).
+FILTER_GEOMETRIES = DPP_GEOMETRIES + [
+    (6, 7, (5, 5), (2, 3), (0, 4, 2, 2)),
+    (1, 1, (4, 4), (1, 1), (3, 3, 0, 3)),
+]
+
+
+def _randn(*shape, dtype, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+
+
+def _forward_backward(function, inputs, backend):
+    """(output, gradients of every input) of ``function(*inputs, backend=backend)``."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = function(*leaves, backend=backend)
+    grad = _randn(*out.shape, dtype=out.dtype, seed=9)
+    return (out.detach(), *torch.autograd.grad(out, leaves, grad))
+
+
+def _assert_backends_agree(function, inputs, dtype):
+    kernel = _forward_backward(function, inputs, 'cpu_kernel')
+    reference = _forward_backward(function, inputs, 'torch')
+    for got, want in zip(kernel, reference):
+        torch.testing.assert_close(got, want, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('h, w, kernel, stride, padding', LIP_GEOMETRIES)
+def test_lip_edge_geometries(h, w, kernel, stride, padding, dtype):
+    x = _randn(2, 3, h, w, dtype=dtype)
+    logit = _randn(2, 3, h, w, dtype=dtype, seed=1) * 3
+    logit[1, 1] *= 40  # a plane whose logit range exceeds the shared shift: per-window path
+
+    def function(x, logit, backend):
+        return lip2d(x, logit, kernel, stride, padding, backend=backend)
+
+    _assert_backends_agree(function, (x, logit), dtype)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('reward', ['sym', 'asym'])
+@pytest.mark.parametrize('h, w, kernel, stride, padding', DPP_GEOMETRIES)
+def test_dpp_edge_geometries(h, w, kernel, stride, padding, reward, dtype):
+    x = _randn(2, 3, h, w, dtype=dtype)
+    top, bottom, left, right = padding
+    out_size = ((h + top + bottom - kernel[0]) // stride[0] + 1,
+                (w + left + right - kernel[1]) // stride[1] + 1)
+    guide = _randn(2, 3, *out_size, dtype=dtype, seed=1) * 0.3
+    alpha = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
+    lam = torch.tensor([0.3, 1.0, 4.0], dtype=dtype)
+
+    def function(x, guide, alpha, lam, backend):
+        return dpp2d(x, guide, alpha, lam, reward, kernel, stride, padding, backend=backend)
+
+    _assert_backends_agree(function, (x, guide, alpha, lam), dtype)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('h, w, kernel, stride, padding', FILTER_GEOMETRIES)
+def test_filter_guide_edge_geometries(h, w, kernel, stride, padding, dtype):
+    x = _randn(2, 3, h, w, dtype=dtype)
+    weight = _randn(3, 1, 3, 3, dtype=dtype, seed=2)
+    bias = _randn(3, dtype=dtype, seed=3)
+
+    def function(x, weight, bias, backend):
+        return dpp_filter_guide(x, weight, bias, kernel, stride, padding, backend=backend)
+
+    _assert_backends_agree(function, (x, weight, bias), dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Extreme values: the max-shift keeps every weight finite and every window sum positive.
+
+
+def _assert_finite(tensors, what):
+    for index, t in enumerate(tensors):
+        assert not t.isnan().any(), f'{what}: NaN in result {index}'
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_lip_extreme_logits(dtype):
+    big = torch.finfo(dtype).max
+    values = torch.tensor([big, -big, 0.0, big / 2, -big / 2, 1e30, -1e30, big * 0.999],
+                          dtype=dtype)
+    index = torch.randint(0, len(values), (2, 3, 9, 8), generator=torch.Generator().manual_seed(0))
+    logit = values[index]
+    logit[0, 0] = big  # a constant plane at the largest value: the shared-shift path
+    logit[0, 1] = -big
+    x = _randn(2, 3, 9, 8, dtype=dtype)
+    for window in (((3, 3), (2, 2), (1, 1)), ((2, 2), (1, 1), (0, 0)), ((5, 4), (2, 3), (2, 2))):
+        def function(x, logit, backend, window=window):
+            return lip2d(x, logit, *window, backend=backend)
+
+        kernel = _forward_backward(function, (x, logit), 'cpu_kernel')
+        reference = _forward_backward(function, (x, logit), 'torch')
+        _assert_finite(kernel, f'lip2d {window}')
+        for got, want in zip(kernel, reference):
+            torch.testing.assert_close(got, want, **_tolerance(dtype))
+
+
+def _dpp_extreme_inputs(dtype, case):
+    x = _randn(2, 3, 9, 9, dtype=dtype)
+    if case == 'flat':
+        # every deviation 0 (x equals the guide): equal penalties, whose mean can round above
+        # them; the largest log ratio may come out just below 0.
+        x = torch.full_like(x, 0.7)
+    elif case == 'ties':
+        x = x.round()  # windows with several equal extrema
+    return x
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('case', ['random', 'flat', 'ties'])
+@pytest.mark.parametrize('reward', ['sym', 'asym'])
+def test_dpp_extreme_lambda(dtype, case, reward):
+    big = torch.finfo(dtype).max
+    large = 1e10 if dtype == torch.float32 else 1e20  # where FMA contraction gave NaN
+    x = _dpp_extreme_inputs(dtype, case)
+    window = ((3, 3), (2, 2), (1, 1, 1, 1))
+    guide = torch.nn.functional.avg_pool2d(x, 3, 2, 1)
+    for lam_value in (large, 1e30, big / 2, big):
+        alpha = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
+        lam = torch.tensor([lam_value, lam_value / 3, lam_value], dtype=dtype)
+
+        def function(x, guide, alpha, lam, backend):
+            return dpp2d(x, guide, alpha, lam, reward, *window, backend=backend)
+
+        kernel = _forward_backward(function, (x, guide, alpha, lam), 'cpu_kernel')
+        _assert_finite(kernel, f'dpp2d lambda={lam_value:g}')
+        # The PyTorch-ops form forms t - T from rounded products: a window whose largest
+        # log ratio rounds below 0 gets e^-T = inf there (NaN); elsewhere both agree.
+        reference = function(x, guide, alpha, lam, 'torch')
+        finite = ~reference.isnan()
+        torch.testing.assert_close(kernel[0][finite], reference[finite], **_tolerance(dtype))
+        if lam_value == large:
+            assert finite.all()
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_dpp_any_lambda_sign_and_size(dtype):
+    """Every finite lambda, of either sign, gives numbers (a negative one pools towards the
+    pixels closest to the guide)."""
+    big = torch.finfo(dtype).max
+    x = _randn(1, 4, 6, 6, dtype=dtype)
+    guide = torch.nn.functional.avg_pool2d(x, 2, 2)
+    alpha = torch.full((4,), 0.5, dtype=dtype)
+    for lam_values in ((0.0, 1e-30, 1.0, 5.0), (-1.0, -5.0, -1e10, -big), (big, -big, 0.0, 1e5)):
+        lam = torch.tensor(lam_values, dtype=dtype)
+        for reward in ('sym', 'asym'):
+            out = dpp2d(x, guide, alpha, lam, reward, 2, 2, backend='cpu_kernel')
+            _assert_finite([out], f'dpp2d lambda={lam_values}')
+            reference = dpp2d(x, guide, alpha, lam, reward, 2, 2, backend='torch')
+            finite = ~reference.isnan()
+            torch.testing.assert_close(out[finite], reference[finite], **_tolerance(dtype))
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_nan_inputs_give_nan_only_in_their_windows(dtype):
+    """NaN logits, features and guides reach the exp and log polynomials (whose integer
+    exponent arithmetic must stay defined) and stay in the windows that contain them."""
+    x = _randn(1, 2, 6, 7, dtype=dtype)
+    logit = _randn(1, 2, 6, 7, dtype=dtype, seed=1)
+    x[0, 0, 1, 2] = float('nan')
+    logit[0, 1, 4, 5] = float('nan')
+    guide = torch.nn.functional.avg_pool2d(logit, 2, 2)
+    alpha, lam = torch.full((2,), 0.5, dtype=dtype), torch.full((2,), 3.0, dtype=dtype)
+    calls = [lambda backend: lip2d(x, logit, 3, 2, 1, backend=backend)]
+    calls += [lambda backend, reward=reward: dpp2d(x, guide, alpha, lam, reward, 2, 2,
+                                                   backend=backend)
+              for reward in ('sym', 'asym')]
+    for call in calls:
+        got, want = call('cpu_kernel'), call('torch')
+        assert got.isnan().any()
+        torch.testing.assert_close(got, want, equal_nan=True, **_tolerance(dtype))
+
+
+# ---------------------------------------------------------------------------------------
+# Status codes: every entry point validates its sizes before touching memory.
+
+
+@pytest.fixture(scope='module')
+def library():
+    library = native.pooling_cpu_library()
+    if library is None:
+        pytest.skip('the fused CPU kernels are unavailable')
+    return library
+
+
+def _scratch(count=64):
+    """Small buffers the kernels may be pointed at: a rejected call must not touch them."""
+    return [torch.zeros(count, dtype=torch.float64) for _ in range(9)]
+
+
+def _call(library, name, sizes, *scalars, pointers=None, threads=1):
+    buffers = _scratch()
+    arity = {'lip2d_forward': 3, 'lip2d_backward': 5, 'dpp2d_forward': 5,
+             'dpp2d_backward': 9, 'dpp_filter_guide_forward': 4,
+             'dpp_filter_guide_backward': 6}[name]
+    if pointers is None:
+        pointers = [b.data_ptr() for b in buffers[:arity]]
+    array = (ctypes.c_int64 * len(sizes))(*sizes)
+    return getattr(library, f'{name}_f64')(*pointers, array, *scalars, threads)
+
+
+LIP_OK = (1, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1)  # planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
+DPP_OK = (3, 3, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1)  # planes, C, H, W, Ho, Wo, k, s, pads
+FILTER_OK = (3, 3, 5, 5, 3, 3, 2, 2, 1, 1)  # planes, C, H, W, Ho, Wo, sh, sw, top, left
+
+
+def _with(sizes, **changes):
+    names = {'planes': 0}
+    sizes = list(sizes)
+    for key, value in changes.items():
+        sizes[int(key[1:]) if key.startswith('i') else names[key]] = value
+    return tuple(sizes)
+
+
+LIP_STATUS_CASES = [
+    (_with(LIP_OK, planes=-1), 2),
+    (_with(LIP_OK, i1=0), 2),
+    (_with(LIP_OK, i4=0), 2),
+    (_with(LIP_OK, i5=0), 3),
+    (_with(LIP_OK, i8=0), 3),
+    (_with(LIP_OK, i9=-1), 3),
+    (_with(LIP_OK, i9=3), 3),  # padding equal to the kernel: windows without a pixel
+    ((1, 1, 1, 1, 1, 3, 3, 1, 1, 0, 0), 3),  # kernel larger than the padded input
+    (_with(LIP_OK, i3=4), 4),
+    (_with(LIP_OK, i4=2), 4),
+    ((1, 1, 1, 1, 1, 1 << 62, 1, 1, 1, 0, 0), 3),
+    ((1, INT64_MAX, 1, INT64_MAX, 1, 1, 1, 1, 1, 0, 0), 5),
+    ((1, INT64_MAX, 1, 1, 1, 3, 1, 1, 1, 1, 0), 5),  # H + 2 * padding overflows
+    ((1 << 40, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1, 1, 1, 1, 0, 0), 5),
+    ((1, 1 << 31, 1 << 31, 1 << 31, 1 << 31, 1, 1, 1, 1, 0, 0), 5),  # bytes overflow
+]
+
+
+@pytest.mark.parametrize('sizes, status', LIP_STATUS_CASES)
+def test_lip_status_codes(library, sizes, status):
+    assert _call(library, 'lip2d_forward', sizes, 60.0) == status
+    assert _call(library, 'lip2d_backward', sizes, 60.0) == status
+
+
+DPP_STATUS_CASES = [
+    (_with(DPP_OK, planes=-3), 2),
+    (_with(DPP_OK, i1=0), 2),
+    (_with(DPP_OK, i1=2), 2),  # planes not a multiple of the channels
+    (_with(DPP_OK, i2=0), 2),
+    (_with(DPP_OK, i7=0), 3),
+    (_with(DPP_OK, i9=-2), 3),
+    (_with(DPP_OK, i10=3), 3),
+    (_with(DPP_OK, i13=-1), 3),
+    (_with(DPP_OK, i4=2), 4),
+    (_with(DPP_OK, i5=4), 4),
+    # a kernel of 2^62 with the padding that makes it fit one row
+    ((1, 1, 1, 1, 1, 1, 1 << 62, 1, 1 << 62, 1, (1 << 62) - 1, (1 << 62) - 1, 0, 0), 5),
+    ((1, 1, 1, 1, 1, 1, 1 << 62, 1 << 62, 1, 1, 1 << 61, (1 << 62) - 1, 0, 0), 3),
+    ((1, 1, 2, 1 << 62, 2, 1 << 62, 1, 1, 1, 1, 0, 0, 0, 0), 5),
+    ((1, 1, 1, 1 << 40, 1, (1 << 40) - (1 << 30) + 1, 1, 1 << 30, 1, 1, 0, 0, 0, 0), 5),  # K Wo
+]
+
+
+@pytest.mark.parametrize('sizes, status', DPP_STATUS_CASES)
+def test_dpp_status_codes(library, sizes, status):
+    assert _call(library, 'dpp2d_forward', sizes, 1, 1) == status
+    assert _call(library, 'dpp2d_backward', sizes, 0, 1) == status
+
+
+FILTER_STATUS_CASES = [
+    (_with(FILTER_OK, i1=2), 2),
+    (_with(FILTER_OK, i5=0), 2),
+    (_with(FILTER_OK, i6=0), 3),
+    (_with(FILTER_OK, i7=-1), 3),
+    (_with(FILTER_OK, i8=-(1 << 63)), 5),
+    (_with(FILTER_OK, i9=-INT64_MAX), 5),
+    (_with(FILTER_OK, i4=1 << 62, i6=4), 5),
+]
+
+
+@pytest.mark.parametrize('sizes, status', FILTER_STATUS_CASES)
+def test_filter_guide_status_codes(library, sizes, status):
+    assert _call(library, 'dpp_filter_guide_forward', sizes) == status
+    assert _call(library, 'dpp_filter_guide_backward', sizes) == status
+
+
+def test_scalar_thread_and_pointer_status_codes(library):
+    for bad in (float('nan'), -1.0, 81.0, float('inf')):
+        assert _call(library, 'lip2d_forward', LIP_OK, bad) == 7
+    for threads in (0, -5, 4097):
+        assert _call(library, 'lip2d_forward', LIP_OK, 60.0, threads=threads) == 6
+        assert _call(library, 'dpp2d_forward', DPP_OK, 1, threads=threads) == 6
+        assert _call(library, 'dpp_filter_guide_forward', FILTER_OK, threads=threads) == 6
+    assert _call(library, 'lip2d_forward', LIP_OK, 60.0, pointers=[None] * 3) == 8
+    assert _call(library, 'dpp2d_backward', DPP_OK, 0, pointers=[None] * 9) == 8
+    assert _call(library, 'dpp_filter_guide_forward', FILTER_OK, pointers=[None] * 4) == 8
+    # no planes: nothing to read, whatever the pointers
+    assert _call(library, 'lip2d_forward', _with(LIP_OK, planes=0), 60.0,
+                 pointers=[None] * 3) == 0
+    assert _call(library, 'lip2d_forward', LIP_OK, 60.0) == 0
+
+
+def test_run_kernel_names_the_problem(library):
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    out = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r'lip2d_forward: invalid window.*\(sizes \(1, 5, 5'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out),
+                          (1, 5, 5, 3, 3, 3, 3, 2, 2, 3, 3), 60.0)
+    with pytest.raises(ValueError, match='output size is not the one'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out),
+                          (1, 5, 5, 3, 3, 3, 3, 1, 1, 1, 1), 60.0)
+    with pytest.raises(ValueError, match='shift_range'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out), LIP_OK, float('nan'))
+    # The buffers must match the sizes: the C side cannot check them.
+    with pytest.raises(ValueError, match='tensor 2 has 9 elements, the sizes .* give 25'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out),
+                          (1, 5, 5, 5, 5, 1, 1, 1, 1, 0, 0), 60.0)
+    with pytest.raises(ValueError, match='takes 11 int64 sizes'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out), LIP_OK[:10], 60.0)
+    with pytest.raises(ValueError, match='takes 11 int64 sizes'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out),
+                          _with(LIP_OK, i1=1 << 64), 60.0)
+    with pytest.raises(ValueError, match='not contiguous'):
+        native.run_kernel(library, 'lip2d_forward', (x, x.transpose(2, 3), out), LIP_OK, 60.0)
+    with pytest.raises(TypeError, match='dtype torch.float32'):
+        native.run_kernel(library, 'lip2d_forward', (x, x.float(), out), LIP_OK, 60.0)
+    with pytest.raises(ValueError, match='takes 3 tensors'):
+        native.run_kernel(library, 'lip2d_forward', (x, x), LIP_OK, 60.0)
+
+
+def test_registered_op_with_short_parameters_raises():
+    """A per-channel parameter of one value, passed to the registered op directly (the
+    public function expands it): an error, not a read past its end."""
+    x = _randn(1, 3, 4, 4, dtype=torch.float64)
+    guide = torch.nn.functional.avg_pool2d(x, 2, 2)
+    one = torch.ones(1, dtype=torch.float64)
+    with pytest.raises((ValueError, RuntimeError)):
+        OPS.dpp2d(x, guide, one, one, True, [2, 2], [2, 2], [0, 0, 0, 0], 'cpu_kernel')
+
+
+# ---------------------------------------------------------------------------------------
+# The C validation against a Python statement of the same rules, on random (mostly
+# invalid, some huge) sizes. A call the rules accept gets buffers of exactly its size.
+
+
+def _expected_lip_status(sizes):
+    planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw = sizes
+    if planes < 0 or min(h, w, oh, ow) < 1:
+        return 2
+    for size, k, s, p in ((h, kh, sh, ph), (w, kw, sw, pw)):
+        if k < 1 or s < 1 or p < 0 or p >= k:
+            return 3
+        if size + 2 * p > INT64_MAX:
+            return 5
+        if size + 2 * p < k:
+            return 3
+    if oh != (h + 2 * ph - kh) // sh + 1 or ow != (w + 2 * pw - kw) // sw + 1:
+        return 4
+    if max(planes * h * w, planes * oh * ow, h * w) * 8 > INT64_MAX:
+        return 5
+    return 0
+
+
+_small = st.integers(-2, 12)
+_any_int64 = st.one_of(_small, st.integers(-(1 << 63), INT64_MAX),
+                       st.sampled_from([INT64_MAX, 1 << 62, 1 << 31, (1 << 62) - 1]))
+
+
+@pytest.mark.fuzz
+@given(sizes=st.tuples(*([_any_int64] + [_small] * 10)) | st.tuples(*[_any_int64] * 11))
+def test_lip_validation_matches_its_rules(library, sizes):
+    expected = _expected_lip_status(sizes)
+    if expected != 0:
+        assert _call(library, 'lip2d_forward', sizes, 60.0) == expected
+        return
+    planes, h, w, oh, ow = sizes[:5]
+    if planes * h * w > 1 << 16:
+        return  # valid, but too large to allocate here
+    x = _randn(planes * h * w, dtype=torch.float64)
+    out = torch.empty(planes * oh * ow, dtype=torch.float64)
+    native.run_kernel(library, 'lip2d_forward', (x, x, out), sizes, 60.0)
+    kernel, stride, padding = sizes[5:7], sizes[7:9], sizes[9:11]
+    if planes > 0 and all(p <= k // 2 for p, k in zip(padding, kernel)):  # lip2d's own rule
+        maps = x.view(1, planes, h, w)
+        reference = lip2d(maps, maps, kernel, stride, padding, backend='torch')
+        torch.testing.assert_close(out.view(reference.shape), reference)
+
+
+def test_sanitized_build_in_use_when_requested(library):
+    """Under LIP_MMDET_SANITIZE=1 the loaded library is the instrumented one."""
+    if os.environ.get('LIP_MMDET_SANITIZE') != '1':
+        pytest.skip('runs in the sanitizer test only')
+    library['__asan_init']  # linked against the ASan runtime; KeyError/AttributeError if not
