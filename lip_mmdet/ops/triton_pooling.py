@@ -18,21 +18,37 @@ Design (both ops):
 
 Only the stable core of ``triton.language`` is used (the kernels run on Triton 3.x, and in
 Triton's interpreter on CPU tensors with ``TRITON_INTERPRET=1``).
+
+Launching: the public wrappers (``lip2d_forward``, ...) validate their arguments with the ops'
+own checks (:func:`lip_mmdet.ops.lip.check_lip_args`,
+:func:`lip_mmdet.ops.dpp.check_dpp_args`) and then launch; the custom ops, which have run those
+checks already, call the ``launch_*`` functions directly. Every index is int64 in the kernels
+(program ids are widened before the offset arithmetic), so the ops' int64 bound on the window
+arithmetic is the kernels' bound too; the launch grid, one program per ``_BLOCK`` elements,
+must also fit CUDA's grid (checked at launch).
 """
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward']
+__all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
+           'launch_lip2d_forward', 'launch_lip2d_backward', 'launch_dpp2d_forward',
+           'launch_dpp2d_backward']
 
 _BLOCK = 128
+# CUDA's limit on a grid's x dimension, the one the kernels launch over.
+_MAX_PROGRAMS = 2**31 - 1
 # DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this module lazily); kernels may
 # read only constexpr globals.
 _EPS_SQUARED = tl.constexpr(1e-3)
 
 
 def _grid(total):
-    return (triton.cdiv(total, _BLOCK), )
+    programs = triton.cdiv(total, _BLOCK)
+    if programs > _MAX_PROGRAMS:
+        raise ValueError(f'{total} elements need {programs} Triton programs of {_BLOCK}, more '
+                         f'than a CUDA grid holds ({_MAX_PROGRAMS})')
+    return (programs, )
 
 
 @triton.jit
@@ -177,14 +193,24 @@ def _accumulator(dtype):
                                                                        tl.float32)
 
 
-def _out_size(x, kernel, stride, padding):
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    return ((x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
-
-
 def lip2d_forward(x, logit, kernel, stride, padding):
-    """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous)."""
-    out_size = _out_size(x, kernel, stride, padding)
+    """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs), validated first."""
+    from .lip import check_lip_args
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton')
+    return launch_lip2d_forward(x, logit, *window, out_size)
+
+
+def lip2d_backward(x, logit, grad, kernel, stride, padding):
+    """(grad_x, grad_logit) in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.lip2d_backward``, validated first."""
+    from .lip import check_lip_args
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton', grad)
+    return launch_lip2d_backward(x, logit, grad, *window, out_size)
+
+
+def launch_lip2d_forward(x, logit, kernel, stride, padding, out_size):
+    """:func:`lip2d_forward` on arguments the op has validated (``out_size``: (Ho, Wo))."""
     out = x.new_empty((*x.shape[:2], *out_size))
     _lip_forward_kernel[_grid(out.numel())](
         x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, padding),
@@ -192,9 +218,8 @@ def lip2d_forward(x, logit, kernel, stride, padding):
     return out
 
 
-def lip2d_backward(x, logit, grad, kernel, stride, padding):
-    """(grad_x, grad_logit) in ``x.dtype`` (contiguous)."""
-    out_size = _out_size(x, kernel, stride, padding)
+def launch_lip2d_backward(x, logit, grad, kernel, stride, padding, out_size):
+    """:func:`lip2d_backward` on arguments the op has validated."""
     grad = grad.contiguous()
     stats_dtype, acc = _accumulator(x.dtype)
     stats = [torch.empty(grad.shape, dtype=stats_dtype, device=x.device) for _ in range(3)]
@@ -384,7 +409,24 @@ def _dpp_params(alpha, lam, dtype):
 
 
 def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
-    """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); alpha, lam: (C,)."""
+    """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.dpp2d`` (alpha, lam: (C,)), validated first."""
+    from .dpp import check_dpp_args
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton')
+    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
+
+
+def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+    """Gradients (x, guide, alpha, lam), each in its input's dtype; arguments as
+    ``torch.ops.lip_mmdet.dpp2d_backward``, validated first."""
+    from .dpp import check_dpp_args
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton',
+                               grad)
+    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+
+
+def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
+    """:func:`dpp2d_forward` on arguments the op has validated."""
     out = guide.new_empty(guide.shape)
     acc_dtype, acc = _accumulator(x.dtype)
     _dpp_forward_kernel[_grid(out.numel())](
@@ -394,8 +436,8 @@ def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
     return out
 
 
-def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
-    """Gradients (x, guide, alpha, lam), each in its input's dtype."""
+def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+    """:func:`dpp2d_backward` on arguments the op has validated."""
     acc_dtype, acc = _accumulator(x.dtype)
     params = _dpp_params(alpha, lam, acc_dtype)
     grad = grad.contiguous()

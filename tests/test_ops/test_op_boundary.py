@@ -29,7 +29,7 @@ def _lip_args(dtype, window=((3, 3), (2, 2), (1, 1))):
 
 def _dpp_args(dtype, asym, window=((3, 3), (2, 2), (1, 1, 1, 1))):
     x = _randn(2, 3, 7, 6, dtype=dtype)
-    guide = F.avg_pool2d(x, 3, 2, 1) + 0.1
+    guide = dpp_box_guide(x, *window, backend='torch') + 0.1  # at the window's output size
     alpha = torch.tensor([0.5, 1.0, 2.0], dtype=dtype)
     lam = torch.tensor([0.3, 1.0, 4.0], dtype=dtype)
     return x, guide, alpha, lam, asym, *window
