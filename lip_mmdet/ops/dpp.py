@@ -156,9 +156,28 @@ def check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding, bac
     return (kernel, step, pads), out_size
 
 
+def _top_log_penalty(log_penalty, valid, half_lam):
+    """(log mean, top) of each window from its taps' log-penalties: ``top`` is the largest
+    (lambda >= 0) or smallest (lambda < 0) valid log-penalty, the tap with the largest t.
+
+    The mean penalty lies between the smallest and the largest one; its rounded logarithm is
+    kept there, so ``T = lambda / 2 * (top - log mean)`` is >= 0 in floating point too.
+    """
+    invalid = valid == 0
+    highest = log_penalty.masked_fill(invalid, float('-inf')).amax(0)
+    lowest = log_penalty.masked_fill(invalid, float('inf')).amin(0)
+    return highest, lowest, torch.where(half_lam >= 0, highest, lowest)
+
+
 class _DppWindows:
     """The PyTorch-ops form of dpp2d: every window offset stacked (K, N, C, Ho, Wo), weights
-    ``alpha e^-T + e^(t - T)`` as in the kernels. Static shapes, no host synchronisation."""
+    ``alpha e^-T + e^(t - T)`` as in the kernels. Static shapes, no host synchronisation.
+
+    ``t - T`` is formed as ``lambda / 2 * (log r - log r_top)``, not as the difference of two
+    products: for a lambda near the dtype's largest value ``t`` and ``T`` overflow to inf and
+    their difference would be NaN, while the product of a finite lambda and a non-positive
+    log ratio is at worst -inf, whose exp is 0. The top tap's term is exactly 1.
+    """
 
     def __init__(self, x, guide, alpha, lam, asym, kernel, stride, pads):
         out_size = guide.shape[2:]
@@ -170,11 +189,15 @@ class _DppWindows:
         self.deviation = deviation.clamp_min(0) if asym else deviation
         self.penalty = self.deviation.square() + DPP_EPS_SQUARED
         self.mean = (self.penalty * self.valid).sum(0) / self.count
-        self.log_ratio = self.penalty.log() - self.mean.log()
         self.half_lam = lam.view(1, -1, 1, 1) * 0.5
-        t = (self.half_lam * self.log_ratio).masked_fill(self.valid == 0, float('-inf'))
-        self.t_max = t.amax(0)
-        self.exp_t = torch.exp(t - self.t_max)
+        log_penalty = self.penalty.log()
+        highest, lowest, top = _top_log_penalty(log_penalty, self.valid, self.half_lam)
+        log_mean = torch.minimum(torch.maximum(self.mean.log(), lowest), highest)
+        self.log_ratio = log_penalty - log_mean
+        self.t_max = self.half_lam * (top - log_mean)
+        shifted = (self.half_lam * (log_penalty - top)).masked_fill(self.valid == 0,
+                                                                   float('-inf'))
+        self.exp_t = torch.exp(shifted)
         self.alpha_part = alpha.view(1, -1, 1, 1) * torch.exp(-self.t_max)
         self.weight = (self.alpha_part + self.exp_t) * self.valid
         self.weight_sum = self.weight.sum(0)
@@ -190,7 +213,10 @@ class _DppWindows:
         grad_lam = 0.5 * (grad_t * self.log_ratio).sum(0)
         grad_penalty = self.half_lam * (grad_t / self.penalty
                                         - grad_t_sum / (self.count * self.mean))
-        grad_dev = 2 * self.deviation * grad_penalty * self.valid
+        # d penalty / d deviation is 2 d: exactly 0 where d is 0 (asym below the guide) or the
+        # tap is padding, even when grad_penalty overflows for an extreme lambda (0 * inf).
+        grad_dev = torch.where((self.deviation != 0) & (self.valid != 0),
+                               2 * self.deviation * grad_penalty, 0)
         grad_x = _window_stack_adjoint(scale * self.weight + grad_dev, x, kernel, stride, pads)
         return (grad_x, -grad_dev.sum(0), grad_alpha.sum((0, 2, 3)), grad_lam.sum((0, 2, 3)))
 

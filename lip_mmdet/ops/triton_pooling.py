@@ -251,8 +251,14 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
                      sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                      KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                      ACC: tl.constexpr):
-    """Per window: guide, alpha, lambda / 2, log mean penalty, pixel count, T = max t,
-    alpha e^-T, the normaliser and the weighted sum (masked-off lanes stay finite)."""
+    """Per window: guide, alpha, lambda / 2, log mean penalty, pixel count, T = max t, the
+    top log-penalty (of the tap with the largest t), alpha e^-T, the normaliser and the
+    weighted sum (masked-off lanes stay finite).
+
+    ``t - T`` is ``lambda / 2 * (log r - top)``, at most 0 for any finite lambda (a
+    difference of two overflowed products would be inf - inf); the log mean is kept between
+    the smallest and largest log-penalty, where the exact mean lies, so T >= 0 after rounding.
+    """
     guide = tl.load(g_ptr + n * sgn + c * sgc + oh * sgh + ow * sgw, mask=mask,
                     other=0.0).to(ACC)
     alpha = tl.load(a_ptr + c, mask=mask, other=1.0).to(ACC)
@@ -262,24 +268,27 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     x_base = x_ptr + n * sxn + c * sxc
     penalty_sum = tl.zeros([BLOCK], ACC)
     count = tl.zeros([BLOCK], ACC)
+    highest = tl.full([BLOCK], float('-inf'), ACC)
+    lowest = tl.full([BLOCK], float('inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
+            log_penalty = tl.log(penalty)
             penalty_sum += tl.where(ok, penalty, 0.0)
             count += tl.where(ok, 1.0, 0.0)
+            # Extrema that keep a NaN once seen (as the other backends do).
+            is_nan = log_penalty != log_penalty
+            highest = tl.where(ok & ((log_penalty > highest) | is_nan), log_penalty, highest)
+            lowest = tl.where(ok & ((log_penalty < lowest) | is_nan), log_penalty, lowest)
     count = tl.where(mask, count, 1.0)
+    highest = tl.where(mask, highest, 0.0)
+    lowest = tl.where(mask, lowest, 0.0)
     log_mean = tl.log(tl.where(mask, penalty_sum / count, 1.0))
-    t_max = tl.full([BLOCK], float('-inf'), ACC)
-    for i in tl.static_range(KH):
-        for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
-            t = half_lam * (tl.log(penalty) - log_mean)
-            t_max = tl.maximum(t_max, tl.where(ok, t, float('-inf')))
-    t_max = tl.where(mask, t_max, 0.0)
+    log_mean = tl.minimum(tl.maximum(log_mean, lowest), highest)
+    top = tl.where(half_lam >= 0, highest, lowest)
+    t_max = half_lam * (top - log_mean)
     alpha_part = alpha * tl.exp(-t_max)
     den = tl.zeros([BLOCK], ACC)
     num = tl.zeros([BLOCK], ACC)
@@ -288,12 +297,12 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
-            t = half_lam * (tl.log(penalty) - log_mean)
-            weight = tl.where(ok, alpha_part, 0.0) + _masked_exp(ok, t - t_max)
+            weight = (tl.where(ok, alpha_part, 0.0)
+                      + _masked_exp(ok, half_lam * (tl.log(penalty) - top)))
             den += weight
             num += weight * value
     den = tl.where(mask, den, 1.0)
-    return guide, alpha, half_lam, log_mean, count, t_max, alpha_part, den, num
+    return guide, alpha, half_lam, log_mean, count, t_max, top, alpha_part, den, num
 
 
 @triton.jit
@@ -304,7 +313,7 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     n, c, oh, ow = _unravel(offs, C, HO, WO)
-    _, _, _, _, _, _, _, den, num = _dpp_window_sums(
+    _, _, _, _, _, _, _, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
     tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=mask)
@@ -312,18 +321,18 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
 
 @triton.jit
 def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, scale_ptr,
-                             tmax_ptr, logmean_ptr, bterm_ptr, galpha_ptr, glam_ptr, gg_ptr,
+                             tmax_ptr, top_ptr, bterm_ptr, galpha_ptr, glam_ptr, gg_ptr,
                              total, C, H, W, HO, WO, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SH,
                              SW, PT, PL, KH: tl.constexpr, KW: tl.constexpr,
                              ASYM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Per output pixel p with gradient G: the statistics the pixel pass needs (output,
-    G / normaliser, T, log mean, B / (n mean) with B = sum_q b_q) and p's gradient terms for
-    the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) / normaliser is the
-    gradient of t_q."""
+    G / normaliser, T, the top log-penalty, B / (n mean) with B = sum_q b_q) and p's
+    gradient terms for the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) /
+    normaliser is the gradient of t_q."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     n, c, oh, ow = _unravel(offs, C, HO, WO)
-    guide, alpha, half_lam, log_mean, count, t_max, alpha_part, den, num = _dpp_window_sums(
+    guide, alpha, half_lam, log_mean, count, t_max, top, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
     out = num / den
@@ -341,9 +350,10 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             deviation, penalty = _dpp_penalty(value, guide, ASYM)
-            log_ratio = tl.log(penalty) - log_mean
+            log_penalty = tl.log(penalty)
+            log_ratio = log_penalty - log_mean
             spread = tl.where(ok, value - out, 0.0)
-            b = scale * spread * _masked_exp(ok, half_lam * log_ratio - t_max)
+            b = scale * spread * _masked_exp(ok, half_lam * (log_penalty - top))
             b_sum += b
             lam_sum += b * log_ratio
             dev_b_sum += deviation * b / penalty
@@ -353,7 +363,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     tl.store(out_ptr + offs, out, mask=mask)
     tl.store(scale_ptr + offs, scale, mask=mask)
     tl.store(tmax_ptr + offs, t_max, mask=mask)
-    tl.store(logmean_ptr + offs, log_mean, mask=mask)
+    tl.store(top_ptr + offs, top, mask=mask)
     tl.store(bterm_ptr + offs, b_term, mask=mask)
     tl.store(galpha_ptr + offs, scale * tl.exp(-t_max) * spread_sum, mask=mask)
     tl.store(glam_ptr + offs, 0.5 * lam_sum, mask=mask)
@@ -363,7 +373,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
 
 @triton.jit
 def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_ptr,
-                         logmean_ptr, bterm_ptr, gx_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh,
+                         top_ptr, bterm_ptr, gx_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh,
                          sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                          KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                          ACC: tl.constexpr):
@@ -387,13 +397,17 @@ def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_
             out = tl.load(out_ptr + index, mask=ok, other=0.0)
             scale = tl.load(scale_ptr + index, mask=ok, other=0.0)
             t_max = tl.load(tmax_ptr + index, mask=ok, other=0.0)
-            log_mean = tl.load(logmean_ptr + index, mask=ok, other=0.0)
+            top = tl.load(top_ptr + index, mask=ok, other=0.0)
             b_term = tl.load(bterm_ptr + index, mask=ok, other=0.0)
             deviation, penalty = _dpp_penalty(value, guide, ASYM)
-            e = _masked_exp(ok, half_lam * (tl.log(penalty) - log_mean) - t_max)
+            e = _masked_exp(ok, half_lam * (tl.log(penalty) - top))
             b = scale * (value - out) * e
             direct = scale * (alpha * tl.exp(-t_max) + e)
-            through = 2.0 * deviation * half_lam * (b / penalty - b_term)
+            # lambda times the bracket first (as the other backends): for a huge lambda,
+            # 2 d lambda alone may overflow while the bracket is 0. And 0 where the deviation
+            # is (asym below the guide), even if that product overflows.
+            through = tl.where(deviation != 0,
+                               2.0 * deviation * (half_lam * (b / penalty - b_term)), 0.0)
             grad_x += tl.where(ok, direct + through, 0.0)
     tl.store(gx_ptr + offs, grad_x.to(gx_ptr.dtype.element_ty), mask=mask)
 
