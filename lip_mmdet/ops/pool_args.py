@@ -42,7 +42,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def is_int(value) -> bool:
     """Whether ``value`` is an int (a SymInt under ``torch.compile``), not a bool."""
-    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+    return type(value) is int or isinstance(value, torch.SymInt)  # type(): bool is an int
 
 
 def to_pair(value: IntPair, name: str) -> Tuple[int, int]:
