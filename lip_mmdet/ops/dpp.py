@@ -17,7 +17,9 @@ computed in float32. Only the inputs are saved for backward, which recomputes ea
 ``lip_mmdet::dpp2d`` and ``lip_mmdet::dpp_filter_guide`` (with their ``*_backward`` ops) are
 ``torch.library`` custom ops with the backends of :mod:`lip_mmdet.ops.dispatch`: fused C++
 kernels on CPU (``csrc/dpp2d_cpu.cpp``), Triton on CUDA for ``dpp2d`` (the filter guide is a
-strided depthwise convolution there, which cuDNN serves), PyTorch ops elsewhere.
+strided depthwise convolution there, which cuDNN serves), PyTorch ops elsewhere. Each op
+validates its own arguments (:func:`check_dpp_args`, :func:`check_filter_guide_args`) in its
+implementation and its fake implementation, before any kernel runs.
 """
 import math
 from typing import Optional, Sequence, Tuple
@@ -33,16 +35,19 @@ from .pool_args import (
     Pads,
     as_pads,
     check_feature_map,
-    check_output_size,
+    check_grad,
+    check_index_range,
+    check_param,
     check_window,
     compute_dtype,
+    is_int,
     pooled_size,
     window_views,
 )
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',
-           'dpp_window_weights']
+           'dpp_window_weights', 'check_dpp_args', 'check_filter_guide_args']
 
 DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
@@ -76,11 +81,12 @@ def _window_stack_adjoint(stack, like, kernel, stride, pads: Pads):
 
 
 def _check_dpp_window(kernel_size, stride, padding):
-    """Validates the window; ``padding`` may also be a (top, bottom, left, right) tuple."""
+    """Validates the window; ``padding`` may also be a (top, bottom, left, right) tuple,
+    each side less than the kernel (a symmetric one is at most half the kernel)."""
     if isinstance(padding, (tuple, list)) and len(padding) == 4:
         kernel, step, _ = check_window(kernel_size, stride, 0)
         pads = tuple(padding)
-        if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pads):
+        if not all(is_int(p) and p >= 0 for p in pads):
             raise ValueError(f'padding must be non-negative ints, got {padding!r}')
         if max(pads[:2]) >= kernel[0] or max(pads[2:]) >= kernel[1]:
             raise ValueError(f'padding {padding!r} leaves windows without a real pixel for '
@@ -90,18 +96,88 @@ def _check_dpp_window(kernel_size, stride, padding):
     return kernel, step, as_pads(pad)
 
 
-def _check_channel_param(value, name, channels):
+def _channel_param(value, name, channels):
+    """:func:`dpp2d`'s per-channel parameter, (C,) or one value shared by all channels, as a
+    (C,) view (the ops take exactly (C,))."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a tensor of shape ({channels},), got '
                         f'{type(value).__name__}')
     if value.dim() > 1 or (value.numel() != 1 and value.numel() != channels):
         raise ValueError(f'{name} must have shape ({channels},) or (1,), got '
                          f'{tuple(value.shape)}')
+    return value.reshape(-1).expand(channels)
+
+
+def check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding, backend,
+                   grad=None):
+    """Validates a dpp2d call (or, with ``grad``, its backward) from metadata only.
+
+    The one check of the op, its fake implementation, its backward op, :func:`dpp2d` and the
+    Triton launch wrappers, so each raises the same error for the same argument.
+
+    Args:
+        x: features (N, C, H, W), H and W > 0.
+        guide: (N, C, Ho, Wo), the output size, with ``x``'s dtype and device.
+        alpha: (C,) floating point, on ``x``'s device.
+        lam: (C,) floating point, on ``x``'s device.
+        asym: a bool (the 'asym' reward).
+        kernel_size: int or (h, w), positive.
+        stride: int or (h, w), positive.
+        padding: int or (h, w), at most half the kernel, or (top, bottom, left, right), each
+            less than the kernel (every window holds a real pixel).
+        backend: one of ``POOLING_BACKENDS``, able to run on ``x``'s device.
+        grad: the output gradient, like ``guide``, or None.
+
+    Returns:
+        ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
+    """
+    check_feature_map(x, 'x')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
+    check_feature_map(guide, 'guide')
+    expected = (*x.shape[:2], *out_size)
+    if tuple(guide.shape) != expected:
+        raise ValueError(f'guide must have the output shape {expected}, got '
+                         f'{tuple(guide.shape)}')
+    if guide.dtype != x.dtype:
+        raise TypeError(f'x and guide must have the same dtype, got {x.dtype} and '
+                        f'{guide.dtype}')
+    if guide.device != x.device:
+        raise ValueError(f'x and guide must be on the same device, got {x.device} and '
+                         f'{guide.device}')
+    check_param(x, alpha, 'alpha', x.shape[1:2])
+    check_param(x, lam, 'lam', x.shape[1:2])
+    if not isinstance(asym, bool):
+        raise TypeError(f'asym must be a bool, got {asym!r}')
+    check_backend(x, backend)
+    if grad is not None:
+        check_grad(x, grad, expected)
+    return (kernel, step, pads), out_size
+
+
+def _top_log_penalty(log_penalty, valid, half_lam):
+    """(log mean, top) of each window from its taps' log-penalties: ``top`` is the largest
+    (lambda >= 0) or smallest (lambda < 0) valid log-penalty, the tap with the largest t.
+
+    The mean penalty lies between the smallest and the largest one; its rounded logarithm is
+    kept there, so ``T = lambda / 2 * (top - log mean)`` is >= 0 in floating point too.
+    """
+    invalid = valid == 0
+    highest = log_penalty.masked_fill(invalid, float('-inf')).amax(0)
+    lowest = log_penalty.masked_fill(invalid, float('inf')).amin(0)
+    return highest, lowest, torch.where(half_lam >= 0, highest, lowest)
 
 
 class _DppWindows:
     """The PyTorch-ops form of dpp2d: every window offset stacked (K, N, C, Ho, Wo), weights
-    ``alpha e^-T + e^(t - T)`` as in the kernels. Static shapes, no host synchronisation."""
+    ``alpha e^-T + e^(t - T)`` as in the kernels. Static shapes, no host synchronisation.
+
+    ``t - T`` is formed as ``lambda / 2 * (log r - log r_top)``, not as the difference of two
+    products: for a lambda near the dtype's largest value ``t`` and ``T`` overflow to inf and
+    their difference would be NaN, while the product of a finite lambda and a non-positive
+    log ratio is at worst -inf, whose exp is 0. The top tap's term is exactly 1.
+    """
 
     def __init__(self, x, guide, alpha, lam, asym, kernel, stride, pads):
         out_size = guide.shape[2:]
@@ -113,11 +189,15 @@ class _DppWindows:
         self.deviation = deviation.clamp_min(0) if asym else deviation
         self.penalty = self.deviation.square() + DPP_EPS_SQUARED
         self.mean = (self.penalty * self.valid).sum(0) / self.count
-        self.log_ratio = self.penalty.log() - self.mean.log()
         self.half_lam = lam.view(1, -1, 1, 1) * 0.5
-        t = (self.half_lam * self.log_ratio).masked_fill(self.valid == 0, float('-inf'))
-        self.t_max = t.amax(0)
-        self.exp_t = torch.exp(t - self.t_max)
+        log_penalty = self.penalty.log()
+        highest, lowest, top = _top_log_penalty(log_penalty, self.valid, self.half_lam)
+        log_mean = torch.minimum(torch.maximum(self.mean.log(), lowest), highest)
+        self.log_ratio = log_penalty - log_mean
+        self.t_max = self.half_lam * (top - log_mean)
+        shifted = (self.half_lam * (log_penalty - top)).masked_fill(self.valid == 0,
+                                                                   float('-inf'))
+        self.exp_t = torch.exp(shifted)
         self.alpha_part = alpha.view(1, -1, 1, 1) * torch.exp(-self.t_max)
         self.weight = (self.alpha_part + self.exp_t) * self.valid
         self.weight_sum = self.weight.sum(0)
@@ -133,7 +213,10 @@ class _DppWindows:
         grad_lam = 0.5 * (grad_t * self.log_ratio).sum(0)
         grad_penalty = self.half_lam * (grad_t / self.penalty
                                         - grad_t_sum / (self.count * self.mean))
-        grad_dev = 2 * self.deviation * grad_penalty * self.valid
+        # d penalty / d deviation is 2 d: exactly 0 where d is 0 (asym below the guide) or the
+        # tap is padding, even when grad_penalty overflows for an extreme lambda (0 * inf).
+        grad_dev = torch.where((self.deviation != 0) & (self.valid != 0),
+                               2 * self.deviation * grad_penalty, 0)
         grad_x = _window_stack_adjoint(scale * self.weight + grad_dev, x, kernel, stride, pads)
         return (grad_x, -grad_dev.sum(0), grad_alpha.sum((0, 2, 3)), grad_lam.sum((0, 2, 3)))
 
@@ -172,13 +255,13 @@ def _dpp_inputs(x, guide, alpha, lam):
 def _dpp2d_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
               asym: bool, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
               backend: str) -> torch.Tensor:
-    window = tuple(kernel), tuple(stride), tuple(pads)
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend)
     if x.numel() == 0:
         return guide.new_zeros(guide.shape)
     how = implementation(x, backend)
     if how == 'triton':
         from . import triton_pooling
-        return triton_pooling.dpp2d_forward(x, guide, alpha, lam, asym, *window)
+        return triton_pooling.launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
     inputs = _dpp_inputs(x, guide, alpha, lam)
     if how == 'cpu_kernel':
         out = _dpp_forward_kernel(*inputs, asym, *window)
@@ -189,6 +272,7 @@ def _dpp2d_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: to
 
 @_dpp2d_op.register_fake
 def _dpp2d_fake(x, guide, alpha, lam, asym, kernel, stride, pads, backend):
+    check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend)
     return guide.new_empty(guide.shape)
 
 
@@ -198,14 +282,14 @@ def _dpp2d_backward_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
                        kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
                        backend: str
                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    window = tuple(kernel), tuple(stride), tuple(pads)
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend, grad)
     if x.numel() == 0:
         return (x.new_zeros(x.shape), guide.new_zeros(guide.shape),
                 alpha.new_zeros(alpha.shape), lam.new_zeros(lam.shape))
     how = implementation(x, backend)
     if how == 'triton':
         from . import triton_pooling
-        grads = triton_pooling.dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+        grads = triton_pooling.launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
     else:
         inputs = _dpp_inputs(x, guide, alpha, lam)
         grad_out = grad.to(inputs[0].dtype).contiguous()
@@ -218,6 +302,7 @@ def _dpp2d_backward_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
 
 @_dpp2d_backward_op.register_fake
 def _dpp2d_backward_fake(x, guide, alpha, lam, grad, asym, kernel, stride, pads, backend):
+    check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend, grad)
     return tuple(t.new_empty(t.shape) for t in (x, guide, alpha, lam))
 
 
@@ -249,22 +334,12 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
     check_feature_map(x, 'x')
     if reward not in DPP_REWARDS:
         raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    check_feature_map(guide, 'guide')
-    expected = (*x.shape[:2], *out_size)
-    if tuple(guide.shape) != expected:
-        raise ValueError(f'guide must have the output shape {expected}, got '
-                         f'{tuple(guide.shape)}')
-    if guide.dtype != x.dtype or guide.device != x.device:
-        raise TypeError(f'guide must match x in dtype and device, got {guide.dtype} on '
-                        f'{guide.device} and {x.dtype} on {x.device}')
-    channels = x.shape[1]
-    _check_channel_param(alpha, 'alpha', channels)
-    _check_channel_param(lam, 'lam', channels)
-    check_backend(x, backend)
-    alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
-    return _dpp2d_op(x, guide, alpha, lam, reward == 'asym', kernel, step, pads, backend)
+    alpha, lam = (_channel_param(t, name, x.shape[1]) for t, name in ((alpha, 'alpha'),
+                                                                       (lam, 'lam')))
+    asym = reward == 'asym'
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding,
+                               backend)
+    return _dpp2d_op(x, guide, alpha, lam, asym, *window, backend)
 
 
 def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
@@ -277,7 +352,8 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     """
     check_feature_map(x, 'x')
     kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    check_output_size(x.shape[2], x.shape[3], kernel, pads)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pads,
+                      pooled_size(x.shape[2], x.shape[3], kernel, step, pads))
     check_backend(x, backend)
     if max(kernel) <= 3 and x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel'):
         box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
@@ -310,6 +386,38 @@ def _filter_kernel(x, backend) -> bool:
             and implementation(x, backend) == 'cpu_kernel')
 
 
+def check_filter_guide_args(x, weight, bias, kernel_size, stride, padding, backend,
+                            grad=None):
+    """Validates a dpp_filter_guide call (or, with ``grad``, its backward) from metadata only:
+    the one check of the op, its fake implementation, its backward op and
+    :func:`dpp_filter_guide`.
+
+    Args:
+        x: features (N, C, H, W), H and W > 0.
+        weight: (C, 1, 3, 3) floating point, on ``x``'s device.
+        bias: (C,) floating point, on ``x``'s device.
+        kernel_size: the pooling window, as :func:`check_dpp_args`.
+        stride: the pooling window's step.
+        padding: the pooling window's padding.
+        backend: one of ``POOLING_BACKENDS``, able to run on ``x``'s device.
+        grad: the output gradient (N, C, Ho, Wo) of ``x``'s dtype and device, or None.
+
+    Returns:
+        ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
+    """
+    check_feature_map(x, 'x')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
+    channels = x.shape[1]
+    check_param(x, weight, 'weight', (channels, 1, 3, 3))
+    check_param(x, bias, 'bias', (channels, ))
+    check_backend(x, backend)
+    if grad is not None:
+        check_grad(x, grad, (*x.shape[:2], *out_size))
+    return (kernel, step, pads), out_size
+
+
 def _filter_sizes(x, out_size, stride, filter_pads):
     n, c, h, w = x.shape
     return (n * c, c, h, w, *out_size, *stride, filter_pads[0], filter_pads[2])
@@ -319,8 +427,9 @@ def _filter_sizes(x, out_size, stride, filter_pads):
 def _filter_guide_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                      kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
                      backend: str) -> torch.Tensor:
-    stride = tuple(stride)
-    out_size, filter_pads = _filter_geometry(x, tuple(kernel), stride, tuple(pads))
+    (kernel, stride, pads), _ = check_filter_guide_args(x, weight, bias, kernel, stride, pads,
+                                                        backend)
+    out_size, filter_pads = _filter_geometry(x, kernel, stride, pads)
     if x.numel() == 0:
         return x.new_zeros((*x.shape[:2], *out_size))
     xc, wc, bc = contiguous_compute((x, weight, bias), compute_dtype(x.dtype))
@@ -335,7 +444,7 @@ def _filter_guide_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 @_filter_guide_op.register_fake
 def _filter_guide_fake(x, weight, bias, kernel, stride, pads, backend):
-    out_size, _ = _filter_geometry(x, tuple(kernel), tuple(stride), tuple(pads))
+    _, out_size = check_filter_guide_args(x, weight, bias, kernel, stride, pads, backend)
     return x.new_empty((*x.shape[:2], *out_size))
 
 
@@ -344,8 +453,9 @@ def _filter_guide_backward_op(x: torch.Tensor, weight: torch.Tensor, bias: torch
                               grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
                               pads: Sequence[int], backend: str
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    stride = tuple(stride)
-    out_size, filter_pads = _filter_geometry(x, tuple(kernel), stride, tuple(pads))
+    (kernel, stride, pads), _ = check_filter_guide_args(x, weight, bias, kernel, stride, pads,
+                                                        backend, grad)
+    out_size, filter_pads = _filter_geometry(x, kernel, stride, pads)
     if x.numel() == 0:
         return x.new_zeros(x.shape), weight.new_zeros(weight.shape), bias.new_zeros(bias.shape)
     n, channels = x.shape[:2]
@@ -372,6 +482,7 @@ def _filter_guide_backward_op(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 @_filter_guide_backward_op.register_fake
 def _filter_guide_backward_fake(x, weight, bias, grad, kernel, stride, pads, backend):
+    check_filter_guide_args(x, weight, bias, kernel, stride, pads, backend, grad)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
 
 
@@ -404,7 +515,7 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     Args:
         x: (N, C, H, W).
         weight: (C, 1, 3, 3) filter taps.
-        bias: (C,) or None.
+        bias: (C,) or None (no bias).
         kernel_size: the pooling window's size, as in :func:`dpp2d`.
         stride: the pooling window's step.
         padding: the pooling window's padding, as in :func:`dpp2d`.
@@ -415,16 +526,11 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         (N, C, Ho, Wo).
     """
     check_feature_map(x, 'x')
-    channels = x.shape[1]
-    if tuple(weight.shape) != (channels, 1, 3, 3):
-        raise ValueError(f'weight must have shape ({channels}, 1, 3, 3), got '
-                         f'{tuple(weight.shape)}')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    check_output_size(x.shape[2], x.shape[3], kernel, pads)
-    check_backend(x, backend)
-    if bias is None:
-        bias = weight.new_zeros(channels)
-    return _filter_guide_op(x, weight, bias, kernel, step, pads, backend)
+    if bias is None and isinstance(weight, torch.Tensor):
+        bias = weight.new_zeros(x.shape[1])
+    window, _ = check_filter_guide_args(x, weight, bias, kernel_size, stride, padding,
+                                        backend)
+    return _filter_guide_op(x, weight, bias, *window, backend)
 
 
 def dpp_filter_box_init(kernel_size: IntPair) -> torch.Tensor:
@@ -508,9 +614,10 @@ def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
     check_feature_map(x, 'x')
     if reward not in DPP_REWARDS:
         raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    channels = x.shape[1]
-    alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
+    alpha, lam = (_channel_param(t, name, x.shape[1]) for t, name in ((alpha, 'alpha'),
+                                                                       (lam, 'lam')))
+    (kernel, step, pads), _ = check_dpp_args(x, guide, alpha, lam, reward == 'asym',
+                                             kernel_size, stride, padding, 'torch')
     with torch.no_grad():
         windows = _DppWindows(*_dpp_inputs(x, guide, alpha, lam), reward == 'asym', kernel,
                               step, pads)

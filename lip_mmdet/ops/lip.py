@@ -18,7 +18,10 @@ How it stays exact, safe and lean:
 * Boundary. ``lip_mmdet::lip2d`` and its backward ``lip_mmdet::lip2d_backward`` are
   ``torch.library`` custom ops (see :mod:`lip_mmdet.ops.dispatch` for the backends): on CPU a
   fused C++ kernel (``native.py``, built on first use), on CUDA Triton kernels
-  (``triton_pooling.py``), elsewhere PyTorch ops.
+  (``triton_pooling.py``), elsewhere PyTorch ops. Each op validates its own arguments
+  (:func:`check_lip_args`) in its implementation and its fake implementation, before any
+  kernel runs, so direct ``torch.ops.lip_mmdet.*`` calls, compiled graphs and exported
+  programs get the same errors as :func:`lip2d`.
 """
 from typing import NamedTuple, Sequence, Tuple
 
@@ -30,6 +33,8 @@ from .native import pooling_cpu_library, run_kernel
 from .pool_args import (
     IntPair,
     check_feature_map,
+    check_grad,
+    check_index_range,
     check_output_size,
     check_same_layout,
     check_window,
@@ -38,7 +43,7 @@ from .pool_args import (
     window_views,
 )
 
-__all__ = ['lip2d', 'lip2d_naive', 'lip_window_weights', 'SHIFT_RANGE']
+__all__ = ['lip2d', 'lip2d_naive', 'lip_window_weights', 'SHIFT_RANGE', 'check_lip_args']
 
 SHIFT_RANGE = 60.0
 
@@ -109,24 +114,46 @@ def _kernel_backward(x, logit, grad, kernel, stride, padding):
     return grad_x, grad_l
 
 
-def _window(kernel, stride, padding):
-    return tuple(kernel), tuple(stride), tuple(padding)
+def check_lip_args(x, logit, kernel_size, stride, padding, backend, grad=None):
+    """Validates a lip2d call (or, with ``grad``, its backward) from metadata only.
 
+    The one check of the op, its fake implementation, its backward op, :func:`lip2d` and the
+    Triton launch wrappers, so each raises the same error for the same argument.
 
-def _output_shape(x, kernel, stride, padding):
-    return (*x.shape[:2], *pooled_size(x.shape[2], x.shape[3], kernel, stride, padding))
+    Args:
+        x: features (N, C, H, W), H and W > 0.
+        logit: same shape, dtype and device as ``x``.
+        kernel_size: int or (h, w), positive.
+        stride: int or (h, w), positive.
+        padding: int or (h, w), at most half the kernel (every window holds a real pixel).
+        backend: one of ``POOLING_BACKENDS``, able to run on ``x``'s device.
+        grad: the output gradient (N, C, Ho, Wo) of ``x``'s dtype and device, or None.
+
+    Returns:
+        ``((kernel, stride, padding), (Ho, Wo))``: the window as (h, w) pairs and the output
+        size.
+    """
+    check_feature_map(x, 'x')
+    check_same_layout(x, logit, 'logit')
+    kernel, step, pad = check_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pad)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pad, out_size)
+    check_backend(x, backend)
+    if grad is not None:
+        check_grad(x, grad, (*x.shape[:2], *out_size))
+    return (kernel, step, pad), out_size
 
 
 @torch.library.custom_op('lip_mmdet::lip2d', mutates_args=())
 def _lip2d_op(x: torch.Tensor, logit: torch.Tensor, kernel: Sequence[int],
               stride: Sequence[int], padding: Sequence[int], backend: str) -> torch.Tensor:
-    window = _window(kernel, stride, padding)
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend)
     if x.numel() == 0:
-        return x.new_zeros(_output_shape(x, *window))
+        return x.new_zeros((*x.shape[:2], *out_size))
     how = implementation(x, backend)
     if how == 'triton':
         from . import triton_pooling
-        return triton_pooling.lip2d_forward(x, logit, *window)
+        return triton_pooling.launch_lip2d_forward(x, logit, *window, out_size)
     xc, lc = contiguous_compute((x, logit), compute_dtype(x.dtype))
     forward = _kernel_forward if how == 'cpu_kernel' else _torch_forward
     return forward(xc, lc, *window).to(x.dtype)
@@ -134,20 +161,21 @@ def _lip2d_op(x: torch.Tensor, logit: torch.Tensor, kernel: Sequence[int],
 
 @_lip2d_op.register_fake
 def _lip2d_fake(x, logit, kernel, stride, padding, backend):
-    return x.new_empty(_output_shape(x, kernel, stride, padding))
+    _, out_size = check_lip_args(x, logit, kernel, stride, padding, backend)
+    return x.new_empty((*x.shape[:2], *out_size))
 
 
 @torch.library.custom_op('lip_mmdet::lip2d_backward', mutates_args=())
 def _lip2d_backward_op(x: torch.Tensor, logit: torch.Tensor, grad: torch.Tensor,
                        kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                        backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    window = _window(kernel, stride, padding)
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend, grad)
     if x.numel() == 0:
         return x.new_zeros(x.shape), x.new_zeros(x.shape)
     how = implementation(x, backend)
     if how == 'triton':
         from . import triton_pooling
-        return triton_pooling.lip2d_backward(x, logit, grad, *window)
+        return triton_pooling.launch_lip2d_backward(x, logit, grad, *window, out_size)
     xc, lc, gc = contiguous_compute((x, logit, grad), compute_dtype(x.dtype))
     backward = _kernel_backward if how == 'cpu_kernel' else _torch_backward
     grad_x, grad_l = backward(xc, lc, gc, *window)
@@ -156,6 +184,7 @@ def _lip2d_backward_op(x: torch.Tensor, logit: torch.Tensor, grad: torch.Tensor,
 
 @_lip2d_backward_op.register_fake
 def _lip2d_backward_fake(x, logit, grad, kernel, stride, padding, backend):
+    check_lip_args(x, logit, kernel, stride, padding, backend, grad)
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -178,12 +207,8 @@ def lip2d(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3, stride
     Returns:
         (N, C, Ho, Wo) with Ho, Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
     """
-    check_feature_map(x, 'x')
-    check_same_layout(x, logit, 'logit')
-    kernel, step, pad = check_window(kernel_size, stride, padding)
-    check_output_size(x.shape[2], x.shape[3], kernel, pad)
-    check_backend(x, backend)
-    return _lip2d_op(x, logit, kernel, step, pad, backend)
+    window, _ = check_lip_args(x, logit, kernel_size, stride, padding, backend)
+    return _lip2d_op(x, logit, *window, backend)
 
 
 def lip2d_naive(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3,

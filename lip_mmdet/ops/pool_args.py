@@ -2,17 +2,37 @@
 
 Every op here sizes its output exactly as ``F.avg_pool2d`` with the same arguments in floor
 mode: ``(H + 2 * padding - kernel_size) // stride + 1`` per spatial axis.
+
+The checks read metadata only (shapes, dtypes, devices, Python ints), never tensor values, so
+they cost no device synchronisation and run unchanged on fake tensors. Sizes may be SymInts
+(``torch.compile`` with dynamic shapes): comparisons that decide an op's output shape guard
+on them as the shape rules would; the index-range bounds of :func:`check_index_range` only
+raise where the bound is provably exceeded, and the real implementation checks them again on
+the concrete sizes before any kernel runs.
 """
 from typing import Tuple, Union
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 IntPair = Union[int, Tuple[int, int]]
 Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
            'Pads', 'as_pads', 'check_output_size', 'pooled_size', 'window_views',
-           'compute_dtype']
+           'compute_dtype', 'POOLING_DTYPES', 'INDEX_MAX', 'check_index_range',
+           'check_param', 'check_grad', 'is_int']
+
+#: The dtypes every backend computes: half types in float32, the others in their own. The
+#: fused kernels exist for float32 and float64 only, so any other dtype (float8, ...) must
+#: stop at the op boundary rather than reach them.
+POOLING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: Largest index or count the backends compute with: the C kernels use int64_t for sizes,
+#: offsets and buffer lengths, the Triton kernels widen program ids to int64 before any
+#: offset arithmetic, and PyTorch sizes are int64. A window whose derived quantities exceed
+#: it would wrap, so it is refused.
+INDEX_MAX = 2**63 - 1
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -20,10 +40,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an int (a SymInt under ``torch.compile``), not a bool."""
+    return type(value) is int or isinstance(value, torch.SymInt)  # type(): bool is an int
+
+
 def to_pair(value: IntPair, name: str) -> Tuple[int, int]:
     """Returns ``value`` as an (h, w) pair of Python ints, or raises TypeError naming it."""
     pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    if len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f'{name} must be an int or a pair of ints, got {value!r}')
     return pair
 
@@ -45,14 +70,31 @@ def check_window(kernel_size: IntPair, stride: IntPair, padding: IntPair):
     return kernel, step, pad
 
 
+def _check_tensor(t, name: str) -> None:
+    """Raises unless ``t`` is a dense tensor of one of :data:`POOLING_DTYPES`."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(t).__name__}')
+    if t.layout != torch.strided:
+        raise TypeError(f'{name} must be a dense (strided) tensor, got layout {t.layout}')
+    if not t.is_floating_point():
+        raise TypeError(f'{name} must be a floating-point tensor, got dtype {t.dtype}')
+    if t.dtype not in POOLING_DTYPES:
+        raise TypeError(f'{name} must be float16, bfloat16, float32 or float64, got dtype '
+                        f'{t.dtype}')
+
+
 def check_feature_map(x, name: str = 'x') -> None:
-    """Raises unless ``x`` is a floating-point tensor of rank 4 (N, C, H, W)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(x).__name__}')
+    """Raises unless ``x`` is a dense floating-point tensor (N, C, H, W) with H, W > 0.
+
+    N or C may be 0 (the result is empty too); an empty map (H or W 0) has no pixel for any
+    window, so it is refused as ``F.avg_pool2d`` refuses it.
+    """
+    _check_tensor(x, name)
     if x.dim() != 4:
         raise ValueError(f'{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}')
-    if not x.is_floating_point():
-        raise TypeError(f'{name} must be a floating-point tensor, got dtype {x.dtype}')
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f'{name} must have a non-empty map (H, W > 0), got shape '
+                         f'{tuple(x.shape)}')
 
 
 def check_same_layout(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
@@ -66,6 +108,32 @@ def check_same_layout(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
     if other.device != x.device:
         raise ValueError(f'x and {name} must be on the same device, got {x.device} and '
                          f'{other.device}')
+
+
+def check_grad(x: torch.Tensor, grad, out_shape) -> None:
+    """Raises unless ``grad`` (an output gradient) has shape ``out_shape`` and ``x``'s dtype
+    and device."""
+    _check_tensor(grad, 'grad')
+    if tuple(grad.shape) != tuple(out_shape):
+        raise ValueError(f'grad must have the output shape {tuple(out_shape)}, got '
+                         f'{tuple(grad.shape)}')
+    if grad.dtype != x.dtype:
+        raise TypeError(f'x and grad must have the same dtype, got {x.dtype} and {grad.dtype}')
+    if grad.device != x.device:
+        raise ValueError(f'x and grad must be on the same device, got {x.device} and '
+                         f'{grad.device}')
+
+
+def check_param(x: torch.Tensor, value, name: str, shape) -> None:
+    """Raises unless the parameter ``value`` is a floating-point tensor of exactly ``shape``
+    on ``x``'s device (its dtype may differ from ``x``'s: module parameters stay float32
+    under autocast, and every backend converts them to the compute dtype)."""
+    _check_tensor(value, name)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f'{name} must have shape {tuple(shape)}, got {tuple(value.shape)}')
+    if value.device != x.device:
+        raise ValueError(f'x and {name} must be on the same device, got {x.device} and '
+                         f'{value.device}')
 
 
 def as_pads(padding) -> Pads:
@@ -97,6 +165,39 @@ def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, 
     top, bottom, left, right = as_pads(padding)
     return ((height + top + bottom - kernel[0]) // stride[0] + 1,
             (width + left + right - kernel[1]) // stride[1] + 1)
+
+
+def _exceeds(value, limit: int) -> bool:
+    """``value > limit``, where a SymInt counts only if provably so (no guard is added: the
+    real implementation checks the concrete value)."""
+    if isinstance(value, torch.SymInt):
+        return statically_known_true(value > limit)
+    return value > limit
+
+
+def check_index_range(height, width, kernel, stride, padding, out_size) -> None:
+    """Raises ValueError if the window arithmetic leaves the int64 index range.
+
+    Python ints do not overflow, but the backends compute in int64 (:data:`INDEX_MAX`): the
+    padded extents, the window's tap count, a padded plane (the DPP kernels copy each plane
+    into a zero-padded buffer) and the taps of an output row (their per-row scratch) must all
+    be representable, and so must the stride and the last window's start. Every other index
+    the kernels form is bounded by one of these. ``padding`` is (ph, pw) or (top, bottom,
+    left, right); the window must already be valid (:func:`check_output_size`).
+    """
+    top, bottom, left, right = as_pads(padding)
+    padded = (height + top + bottom, width + left + right)
+    taps = kernel[0] * kernel[1]
+    quantities = (('padded height', padded[0]), ('padded width', padded[1]),
+                  ('stride', max(stride)), ('window taps', taps),
+                  ('padded plane', padded[0] * padded[1]),
+                  ('window taps per output row', taps * out_size[1]))
+    for what, value in quantities:
+        if _exceeds(value, INDEX_MAX):
+            raise ValueError(
+                f'kernel_size {tuple(kernel)}, stride {tuple(stride)} and padding '
+                f'{tuple(padding)} on a {height}x{width} input: the {what} ({value}) exceed '
+                f'the int64 range of the pooling kernels (2**63 - 1)')
 
 
 def window_views(padded: torch.Tensor, kernel, stride, out_size):

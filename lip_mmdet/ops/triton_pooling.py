@@ -18,21 +18,37 @@ Design (both ops):
 
 Only the stable core of ``triton.language`` is used (the kernels run on Triton 3.x, and in
 Triton's interpreter on CPU tensors with ``TRITON_INTERPRET=1``).
+
+Launching: the public wrappers (``lip2d_forward``, ...) validate their arguments with the ops'
+own checks (:func:`lip_mmdet.ops.lip.check_lip_args`,
+:func:`lip_mmdet.ops.dpp.check_dpp_args`) and then launch; the custom ops, which have run those
+checks already, call the ``launch_*`` functions directly. Every index is int64 in the kernels
+(program ids are widened before the offset arithmetic), so the ops' int64 bound on the window
+arithmetic is the kernels' bound too; the launch grid, one program per ``_BLOCK`` elements,
+must also fit CUDA's grid (checked at launch).
 """
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward']
+__all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
+           'launch_lip2d_forward', 'launch_lip2d_backward', 'launch_dpp2d_forward',
+           'launch_dpp2d_backward']
 
 _BLOCK = 128
+# CUDA's limit on a grid's x dimension, the one the kernels launch over.
+_MAX_PROGRAMS = 2**31 - 1
 # DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this module lazily); kernels may
 # read only constexpr globals.
 _EPS_SQUARED = tl.constexpr(1e-3)
 
 
 def _grid(total):
-    return (triton.cdiv(total, _BLOCK), )
+    programs = triton.cdiv(total, _BLOCK)
+    if programs > _MAX_PROGRAMS:
+        raise ValueError(f'{total} elements need {programs} Triton programs of {_BLOCK}, more '
+                         f'than a CUDA grid holds ({_MAX_PROGRAMS})')
+    return (programs, )
 
 
 @triton.jit
@@ -177,14 +193,24 @@ def _accumulator(dtype):
                                                                        tl.float32)
 
 
-def _out_size(x, kernel, stride, padding):
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    return ((x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
-
-
 def lip2d_forward(x, logit, kernel, stride, padding):
-    """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous)."""
-    out_size = _out_size(x, kernel, stride, padding)
+    """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs), validated first."""
+    from .lip import check_lip_args
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton')
+    return launch_lip2d_forward(x, logit, *window, out_size)
+
+
+def lip2d_backward(x, logit, grad, kernel, stride, padding):
+    """(grad_x, grad_logit) in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.lip2d_backward``, validated first."""
+    from .lip import check_lip_args
+    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton', grad)
+    return launch_lip2d_backward(x, logit, grad, *window, out_size)
+
+
+def launch_lip2d_forward(x, logit, kernel, stride, padding, out_size):
+    """:func:`lip2d_forward` on arguments the op has validated (``out_size``: (Ho, Wo))."""
     out = x.new_empty((*x.shape[:2], *out_size))
     _lip_forward_kernel[_grid(out.numel())](
         x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, padding),
@@ -192,9 +218,8 @@ def lip2d_forward(x, logit, kernel, stride, padding):
     return out
 
 
-def lip2d_backward(x, logit, grad, kernel, stride, padding):
-    """(grad_x, grad_logit) in ``x.dtype`` (contiguous)."""
-    out_size = _out_size(x, kernel, stride, padding)
+def launch_lip2d_backward(x, logit, grad, kernel, stride, padding, out_size):
+    """:func:`lip2d_backward` on arguments the op has validated."""
     grad = grad.contiguous()
     stats_dtype, acc = _accumulator(x.dtype)
     stats = [torch.empty(grad.shape, dtype=stats_dtype, device=x.device) for _ in range(3)]
@@ -226,8 +251,14 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
                      sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                      KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                      ACC: tl.constexpr):
-    """Per window: guide, alpha, lambda / 2, log mean penalty, pixel count, T = max t,
-    alpha e^-T, the normaliser and the weighted sum (masked-off lanes stay finite)."""
+    """Per window: guide, alpha, lambda / 2, log mean penalty, pixel count, T = max t, the
+    top log-penalty (of the tap with the largest t), alpha e^-T, the normaliser and the
+    weighted sum (masked-off lanes stay finite).
+
+    ``t - T`` is ``lambda / 2 * (log r - top)``, at most 0 for any finite lambda (a
+    difference of two overflowed products would be inf - inf); the log mean is kept between
+    the smallest and largest log-penalty, where the exact mean lies, so T >= 0 after rounding.
+    """
     guide = tl.load(g_ptr + n * sgn + c * sgc + oh * sgh + ow * sgw, mask=mask,
                     other=0.0).to(ACC)
     alpha = tl.load(a_ptr + c, mask=mask, other=1.0).to(ACC)
@@ -237,24 +268,27 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     x_base = x_ptr + n * sxn + c * sxc
     penalty_sum = tl.zeros([BLOCK], ACC)
     count = tl.zeros([BLOCK], ACC)
+    highest = tl.full([BLOCK], float('-inf'), ACC)
+    lowest = tl.full([BLOCK], float('inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
+            log_penalty = tl.log(penalty)
             penalty_sum += tl.where(ok, penalty, 0.0)
             count += tl.where(ok, 1.0, 0.0)
+            # Extrema that keep a NaN once seen (as the other backends do).
+            is_nan = log_penalty != log_penalty
+            highest = tl.where(ok & ((log_penalty > highest) | is_nan), log_penalty, highest)
+            lowest = tl.where(ok & ((log_penalty < lowest) | is_nan), log_penalty, lowest)
     count = tl.where(mask, count, 1.0)
+    highest = tl.where(mask, highest, 0.0)
+    lowest = tl.where(mask, lowest, 0.0)
     log_mean = tl.log(tl.where(mask, penalty_sum / count, 1.0))
-    t_max = tl.full([BLOCK], float('-inf'), ACC)
-    for i in tl.static_range(KH):
-        for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
-            t = half_lam * (tl.log(penalty) - log_mean)
-            t_max = tl.maximum(t_max, tl.where(ok, t, float('-inf')))
-    t_max = tl.where(mask, t_max, 0.0)
+    log_mean = tl.minimum(tl.maximum(log_mean, lowest), highest)
+    top = tl.where(half_lam >= 0, highest, lowest)
+    t_max = half_lam * (top - log_mean)
     alpha_part = alpha * tl.exp(-t_max)
     den = tl.zeros([BLOCK], ACC)
     num = tl.zeros([BLOCK], ACC)
@@ -263,12 +297,12 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             _, penalty = _dpp_penalty(value, guide, ASYM)
-            t = half_lam * (tl.log(penalty) - log_mean)
-            weight = tl.where(ok, alpha_part, 0.0) + _masked_exp(ok, t - t_max)
+            weight = (tl.where(ok, alpha_part, 0.0)
+                      + _masked_exp(ok, half_lam * (tl.log(penalty) - top)))
             den += weight
             num += weight * value
     den = tl.where(mask, den, 1.0)
-    return guide, alpha, half_lam, log_mean, count, t_max, alpha_part, den, num
+    return guide, alpha, half_lam, log_mean, count, t_max, top, alpha_part, den, num
 
 
 @triton.jit
@@ -279,7 +313,7 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     n, c, oh, ow = _unravel(offs, C, HO, WO)
-    _, _, _, _, _, _, _, den, num = _dpp_window_sums(
+    _, _, _, _, _, _, _, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
     tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=mask)
@@ -287,18 +321,18 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
 
 @triton.jit
 def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, scale_ptr,
-                             tmax_ptr, logmean_ptr, bterm_ptr, galpha_ptr, glam_ptr, gg_ptr,
+                             tmax_ptr, top_ptr, bterm_ptr, galpha_ptr, glam_ptr, gg_ptr,
                              total, C, H, W, HO, WO, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SH,
                              SW, PT, PL, KH: tl.constexpr, KW: tl.constexpr,
                              ASYM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Per output pixel p with gradient G: the statistics the pixel pass needs (output,
-    G / normaliser, T, log mean, B / (n mean) with B = sum_q b_q) and p's gradient terms for
-    the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) / normaliser is the
-    gradient of t_q."""
+    G / normaliser, T, the top log-penalty, B / (n mean) with B = sum_q b_q) and p's
+    gradient terms for the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) /
+    normaliser is the gradient of t_q."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     n, c, oh, ow = _unravel(offs, C, HO, WO)
-    guide, alpha, half_lam, log_mean, count, t_max, alpha_part, den, num = _dpp_window_sums(
+    guide, alpha, half_lam, log_mean, count, t_max, top, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
     out = num / den
@@ -316,9 +350,10 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
             h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
             value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             deviation, penalty = _dpp_penalty(value, guide, ASYM)
-            log_ratio = tl.log(penalty) - log_mean
+            log_penalty = tl.log(penalty)
+            log_ratio = log_penalty - log_mean
             spread = tl.where(ok, value - out, 0.0)
-            b = scale * spread * _masked_exp(ok, half_lam * log_ratio - t_max)
+            b = scale * spread * _masked_exp(ok, half_lam * (log_penalty - top))
             b_sum += b
             lam_sum += b * log_ratio
             dev_b_sum += deviation * b / penalty
@@ -328,7 +363,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     tl.store(out_ptr + offs, out, mask=mask)
     tl.store(scale_ptr + offs, scale, mask=mask)
     tl.store(tmax_ptr + offs, t_max, mask=mask)
-    tl.store(logmean_ptr + offs, log_mean, mask=mask)
+    tl.store(top_ptr + offs, top, mask=mask)
     tl.store(bterm_ptr + offs, b_term, mask=mask)
     tl.store(galpha_ptr + offs, scale * tl.exp(-t_max) * spread_sum, mask=mask)
     tl.store(glam_ptr + offs, 0.5 * lam_sum, mask=mask)
@@ -338,7 +373,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
 
 @triton.jit
 def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_ptr,
-                         logmean_ptr, bterm_ptr, gx_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh,
+                         top_ptr, bterm_ptr, gx_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh,
                          sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                          KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                          ACC: tl.constexpr):
@@ -362,13 +397,17 @@ def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_
             out = tl.load(out_ptr + index, mask=ok, other=0.0)
             scale = tl.load(scale_ptr + index, mask=ok, other=0.0)
             t_max = tl.load(tmax_ptr + index, mask=ok, other=0.0)
-            log_mean = tl.load(logmean_ptr + index, mask=ok, other=0.0)
+            top = tl.load(top_ptr + index, mask=ok, other=0.0)
             b_term = tl.load(bterm_ptr + index, mask=ok, other=0.0)
             deviation, penalty = _dpp_penalty(value, guide, ASYM)
-            e = _masked_exp(ok, half_lam * (tl.log(penalty) - log_mean) - t_max)
+            e = _masked_exp(ok, half_lam * (tl.log(penalty) - top))
             b = scale * (value - out) * e
             direct = scale * (alpha * tl.exp(-t_max) + e)
-            through = 2.0 * deviation * half_lam * (b / penalty - b_term)
+            # lambda times the bracket first (as the other backends): for a huge lambda,
+            # 2 d lambda alone may overflow while the bracket is 0. And 0 where the deviation
+            # is (asym below the guide), even if that product overflows.
+            through = tl.where(deviation != 0,
+                               2.0 * deviation * (half_lam * (b / penalty - b_term)), 0.0)
             grad_x += tl.where(ok, direct + through, 0.0)
     tl.store(gx_ptr + offs, grad_x.to(gx_ptr.dtype.element_ty), mask=mask)
 
@@ -384,7 +423,24 @@ def _dpp_params(alpha, lam, dtype):
 
 
 def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
-    """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); alpha, lam: (C,)."""
+    """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); arguments as
+    ``torch.ops.lip_mmdet.dpp2d`` (alpha, lam: (C,)), validated first."""
+    from .dpp import check_dpp_args
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton')
+    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
+
+
+def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+    """Gradients (x, guide, alpha, lam), each in its input's dtype; arguments as
+    ``torch.ops.lip_mmdet.dpp2d_backward``, validated first."""
+    from .dpp import check_dpp_args
+    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton',
+                               grad)
+    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+
+
+def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
+    """:func:`dpp2d_forward` on arguments the op has validated."""
     out = guide.new_empty(guide.shape)
     acc_dtype, acc = _accumulator(x.dtype)
     _dpp_forward_kernel[_grid(out.numel())](
@@ -394,8 +450,8 @@ def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
     return out
 
 
-def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
-    """Gradients (x, guide, alpha, lam), each in its input's dtype."""
+def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+    """:func:`dpp2d_backward` on arguments the op has validated."""
     acc_dtype, acc = _accumulator(x.dtype)
     params = _dpp_params(alpha, lam, acc_dtype)
     grad = grad.contiguous()

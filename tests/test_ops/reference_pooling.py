@@ -51,3 +51,24 @@ def reference_dpp(x, guide, alpha, lam, reward, kernel=2, stride=2, padding=0):
     weight = (per_plane(alpha) + (penalty / mean) ** (per_plane(lam) / 2)) * valid
     out = (weight * xs).sum(1) / weight.sum(1)
     return out.reshape(n, c, *out_shape(x, kernel, stride, padding))
+
+
+def reference_filter_guide(x, weight, bias, kernel=2, stride=2, padding=0):
+    """Full-DPP guide by its definition, in float64: each output pixel is the 3x3 filter (+
+    bias) over the zero-padded input, its taps aligned with the pooling window (a 2-wide
+    window is the filter's first two taps, 3 all three, wider ones its central three)."""
+    top, bottom, left, right = _pads(padding)
+    (kh, kw), (sh, sw) = _pair(kernel), _pair(stride)
+    out_h, out_w = out_shape(x, kernel, stride, padding)
+    margin = max(top, bottom, left, right) + max(kh, kw) + 3
+    padded = F.pad(x.double(), (margin, ) * 4)
+
+    def taps(out_size, step, start_pad, size):
+        # the first filter tap sits (3 - size) // 2 before the window's first pixel
+        first = torch.arange(out_size) * step - start_pad - (3 - size) // 2 + margin
+        return first[:, None] + torch.arange(3)[None, :]
+
+    rows, cols = taps(out_h, sh, top, kh), taps(out_w, sw, left, kw)
+    windows = padded[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # N C Ho 3 Wo 3
+    out = torch.einsum('ncaibj,cij->ncab', windows, weight.double()[:, 0])
+    return out + bias.double().view(1, -1, 1, 1)
