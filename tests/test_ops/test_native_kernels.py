@@ -232,6 +232,9 @@ def library():
     library = native.pooling_cpu_library()
     if library is None:
         pytest.skip('the fused CPU kernels are unavailable')
+    if os.environ.get('LIP_MMDET_SANITIZE') == '1':
+        # the sanitizer run must exercise the instrumented library: it links the ASan runtime
+        assert hasattr(library, '__asan_init'), 'an uninstrumented library was loaded'
     return library
 
 
@@ -432,9 +435,3 @@ def test_lip_validation_matches_its_rules(library, sizes):
         reference = lip2d(maps, maps, kernel, stride, padding, backend='torch')
         torch.testing.assert_close(out.view(reference.shape), reference)
 
-
-def test_sanitized_build_in_use_when_requested(library):
-    """Under LIP_MMDET_SANITIZE=1 the loaded library is the instrumented one."""
-    if os.environ.get('LIP_MMDET_SANITIZE') != '1':
-        pytest.skip('runs in the sanitizer test only')
-    library['__asan_init']  # linked against the ASan runtime; KeyError/AttributeError if not
