@@ -150,7 +150,7 @@ def check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding, bac
     check_param(x, lam, 'lam', x.shape[1:2])
     if not isinstance(asym, bool):
         raise TypeError(f'asym must be a bool, got {asym!r}')
-    check_backend(x, backend)
+    check_backend(x, backend, kernel)
     if grad is not None:
         check_grad(x, grad, expected)
     return (kernel, step, pads), out_size
@@ -258,7 +258,7 @@ def _dpp2d_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: to
     window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend)
     if x.numel() == 0:
         return guide.new_zeros(guide.shape)
-    how = implementation(x, backend)
+    how = implementation(x, backend, window[0])
     if how == 'triton':
         from . import triton_pooling
         return triton_pooling.launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
@@ -286,7 +286,7 @@ def _dpp2d_backward_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
     if x.numel() == 0:
         return (x.new_zeros(x.shape), guide.new_zeros(guide.shape),
                 alpha.new_zeros(alpha.shape), lam.new_zeros(lam.shape))
-    how = implementation(x, backend)
+    how = implementation(x, backend, window[0])
     if how == 'triton':
         from . import triton_pooling
         grads = triton_pooling.launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)

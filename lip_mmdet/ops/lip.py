@@ -138,7 +138,7 @@ def check_lip_args(x, logit, kernel_size, stride, padding, backend, grad=None):
     kernel, step, pad = check_window(kernel_size, stride, padding)
     out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pad)
     check_index_range(x.shape[2], x.shape[3], kernel, step, pad, out_size)
-    check_backend(x, backend)
+    check_backend(x, backend, kernel)
     if grad is not None:
         check_grad(x, grad, (*x.shape[:2], *out_size))
     return (kernel, step, pad), out_size
@@ -150,7 +150,7 @@ def _lip2d_op(x: torch.Tensor, logit: torch.Tensor, kernel: Sequence[int],
     window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend)
     if x.numel() == 0:
         return x.new_zeros((*x.shape[:2], *out_size))
-    how = implementation(x, backend)
+    how = implementation(x, backend, window[0])
     if how == 'triton':
         from . import triton_pooling
         return triton_pooling.launch_lip2d_forward(x, logit, *window, out_size)
@@ -172,7 +172,7 @@ def _lip2d_backward_op(x: torch.Tensor, logit: torch.Tensor, grad: torch.Tensor,
     window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend, grad)
     if x.numel() == 0:
         return x.new_zeros(x.shape), x.new_zeros(x.shape)
-    how = implementation(x, backend)
+    how = implementation(x, backend, window[0])
     if how == 'triton':
         from . import triton_pooling
         return triton_pooling.launch_lip2d_backward(x, logit, grad, *window, out_size)

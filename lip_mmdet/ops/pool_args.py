@@ -196,7 +196,7 @@ def check_index_range(height, width, kernel, stride, padding, out_size) -> None:
         if _exceeds(value, INDEX_MAX):
             raise ValueError(
                 f'kernel_size {tuple(kernel)}, stride {tuple(stride)} and padding '
-                f'{tuple(padding)} on a {height}x{width} input: the {what} ({value}) exceed '
+                f'{tuple(padding)} on a {height}x{width} input: {what} = {value} is beyond '
                 f'the int64 range of the pooling kernels (2**63 - 1)')
 
 

@@ -433,7 +433,9 @@ def test_invalid_calls_raise_before_any_kernel(op_name, data):
     shape = tuple(tensors['x'].shape)
     kinds = data.draw(st.lists(st.sampled_from(
         [('tensor', m) for m in _TENSOR_MUTATIONS] + [('window', m) for m in _WINDOW_MUTATIONS]
-        + [('backend', 'unknown'), ('backend', 'cpu_kernel on meta')]),
+        + [('backend', 'unknown'), ('backend', 'cpu_kernel on meta')]
+        # the filter guide has no Triton kernel: any window is valid for it under 'triton'
+        + ([('backend', 'triton, window too large')] if op_name != 'dpp_filter_guide' else [])),
         min_size=1, max_size=3, unique=True), 'mutations')
     # the others index the window's lists and read its values: change their lengths and
     # types last
@@ -455,6 +457,10 @@ def test_invalid_calls_raise_before_any_kernel(op_name, data):
         elif what == 'unknown':
             backend = data.draw(st.text(max_size=12).filter(
                 lambda b: b not in POOLING_BACKENDS), 'backend')
+        elif what == 'triton, window too large':  # more taps than the kernels unroll
+            backend = 'triton'
+            window[0][:] = [data.draw(st.integers(9, 12), 'kernel h'),
+                            data.draw(st.integers(8, 12), 'kernel w')]
         else:
             tensors = {k: v.to('meta') for k, v in tensors.items()}
             backend = 'cpu_kernel'

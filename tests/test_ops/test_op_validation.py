@@ -104,6 +104,9 @@ BAD_CALLS = {
     'lip2d: cpu_kernel for meta tensors': (
         lambda: _lip(*(_t(1, 2, 6, 6, device='meta'), ) * 2, backend='cpu_kernel'),
         ValueError, 'needs CPU tensors'),
+    'lip2d: a window too large for the Triton kernels': (
+        lambda: _lip(_t(1, 2, 10, 10), kernel=(9, 9), padding=(4, 4), backend='triton'),
+        ValueError, 'at most 64 taps'),
     'lip2d_backward: grad of the input size': (
         lambda: _lip(grad=_t(1, 2, 6, 6)), ValueError, 'grad must have the output shape'),
     'lip2d_backward: grad of another dtype': (
@@ -289,6 +292,16 @@ def test_triton_launch_wrappers_validate():
     with pytest.raises(ValueError, match=r'lam must have shape \(2,\)'):
         triton_pooling.dpp2d_backward(x, _t(1, 2, 4, 4), torch.ones(2), torch.ones(1),
                                       _t(1, 2, 4, 4), True, (2, 2), (2, 2), (0, 0, 0, 0))
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='needs triton')
+def test_auto_gives_windows_too_large_for_triton_to_pytorch_ops():
+    from lip_mmdet.ops.dispatch import TRITON_MAX_TAPS, implementation
+    with FakeTensorMode():  # a CUDA tensor's metadata, without a CUDA device
+        x = torch.empty(1, 2, 16, 16, device='cuda')
+    assert implementation(x, 'auto', (3, 3)) == 'triton'
+    assert implementation(x, 'auto', (8, 8)) == 'triton' and TRITON_MAX_TAPS == 64
+    assert implementation(x, 'auto', (9, 8)) == 'torch'
 
 
 # ------------------------------------------------------------------------------- numerics
