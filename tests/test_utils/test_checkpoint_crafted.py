@@ -1,0 +1,235 @@
+"""Crafted checkpoints: each one a way a file could crash the loading process, make it read
+memory it does not own, allocate without bound or change what was checked. Each is loaded in
+a child process (a crash fails the test instead of ending the session), through mmengine's
+loader unless said otherwise, and must end in one of the package's checkpoint errors.
+"""
+import io
+import struct
+
+import numpy as np
+import pytest
+import torch
+from checkpoint_worker import LoaderWorker, rss_bound_kb
+from crafted_pickles import (
+    G,
+    build,
+    call,
+    dct,
+    dumps,
+    encoded,
+    newobj,
+    numpy_array,
+    numpy_dtype,
+    object_dtype_array,
+    object_pointer_array,
+    persistent,
+    recall,
+    remember,
+    tup,
+    zip_checkpoint,
+)
+
+from lip_mmdet.utils import UnreadableCheckpointError, load_checkpoint_file
+from lip_mmdet.utils.checkpoint import ALLOCATION_FLOOR
+from lip_mmdet.utils.preflight import check_checkpoint
+
+REFUSED = 'UnsafeCheckpointError'
+UNREADABLE = 'UnreadableCheckpointError'
+HISTORY_BUFFER = G('mmengine.logging.history_buffer', 'HistoryBuffer')
+
+
+@pytest.fixture(scope='module')
+def worker(tmp_path_factory):
+    child = LoaderWorker(tmp_path_factory.mktemp('checkpoint_worker'))
+    yield child
+    child.close()
+
+
+def _write(tmp_path, body, name='crafted.pth'):
+    path = tmp_path / name
+    path.write_bytes(zip_checkpoint(dumps(body)))
+    return path
+
+
+def _assert_outcome(result, outcome, *words):
+    assert result['outcome'] == outcome, result
+    for word in words:
+        assert word in result['detail'], result
+
+
+# --- numpy: nothing built that the allow-list cannot check ---------------------------------
+
+@pytest.mark.parametrize('how, outcome', [
+    ('mmengine', REFUSED), ('preflight', 'PreflightError'), ('pretrained', REFUSED),
+    ('torch.load', 'UnpicklingError')])
+def test_object_pointer_array_is_refused_on_every_path(worker, tmp_path, how, outcome):
+    # with numpy's dtype classes allowed as BUILD targets this 300-byte file loaded, and
+    # reading the array's field dereferenced an address from the file (SIGSEGV)
+    path = _write(tmp_path, dct(('state_dict', dct()), ('meta', object_pointer_array())))
+    result = worker.load(path, how=how)
+    _assert_outcome(result, outcome)
+    if how != 'torch.load':  # torch's own message for a refusal in a plain torch.load
+        assert str(path) in result['detail'] and "numpy.dtype('O8'" in result['detail']
+
+
+def test_object_pointer_array_from_the_hub_cache_is_refused(worker, tmp_path):
+    cache = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    (cache / 'resnet18-f37072fd.pth').write_bytes(
+        zip_checkpoint(dumps(dct(('x', object_pointer_array())))))
+    result = worker.load('torchvision://resnet18',
+                         env=dict(TORCH_HOME=str(tmp_path / 'torch_home')))
+    _assert_outcome(result, REFUSED, 'download.pytorch.org/models/resnet18-f37072fd.pth',
+                    str(cache / 'resnet18-f37072fd.pth'))
+
+
+@pytest.mark.parametrize('body, why', [
+    (object_dtype_array(), "numpy.dtype('O8'"),
+    (numpy_array((1, ), numpy_dtype('V8', '|'), bytes(8)), "numpy.dtype('V8'"),
+    (numpy_array((1, ), numpy_dtype('f8', '<', (3, '<', tup(numpy_dtype('f8'), tup(2)), None,
+                                                None, -1, -1, 0)), bytes(8)),
+     'not the plain state'),
+    (numpy_array((1, ), numpy_dtype('f8', '<', (3, '<', None, None, None, 8, 1, 63)),
+                 bytes(8)), 'not the plain state'),
+    (call(G('numpy', 'dtype'), 'f8,O', False, True), "numpy.dtype('f8,O'"),
+    (call(G('numpy.core.multiarray', 'scalar'), call(G('numpy', 'dtype'), 'O8', False, True),
+          struct.pack('<Q', 0x41414141)), "numpy.dtype('O8'"),
+    (build(call(G('numpy.core.multiarray', '_reconstruct'), G('numpy', 'ndarray'), tup(0),
+                encoded(b'b')), tup(1, tup(2), numpy_dtype('f8'), False, [1.0, 2.0])),
+     'whose data is a list'),
+    (call(G('numpy', 'ndarray'), tup(2), numpy_dtype('f8'), bytes(16), 0, tup(-8)),
+     'a call of numpy.ndarray'),
+    (call(G('numpy.core.multiarray', '_reconstruct'), G('numpy.dtypes', 'Float64DType'),
+          tup(0), encoded(b'b')), 'Float64DType'),
+], ids=['object_dtype', 'void_dtype', 'subarray_state', 'flags_state', 'structured_spec',
+        'object_scalar', 'list_data', 'ndarray_call', 'dtype_class'])
+def test_non_numeric_numpy_is_refused(worker, tmp_path, body, why):
+    _assert_outcome(worker.load(_write(tmp_path, dct(('x', body)))), REFUSED, why)
+
+
+def test_dtype_state_is_given_once(worker, tmp_path):
+    # a second BUILD through the memo would rewrite a dtype arrays were already made with
+    array = numpy_array((2, ), remember('dtype', numpy_dtype('f8')), bytes(16))
+    again = build(recall('dtype'), tup(3, '|', None, tup('a'), None, 8, 1, 0))
+    result = worker.load(_write(tmp_path, tup(array, again)))
+    _assert_outcome(result, REFUSED, 'a second BUILD of a numpy dtype')
+
+
+def test_genuine_numpy_values_round_trip(worker, tmp_path):
+    path = tmp_path / 'genuine.pth'
+    torch.save({'arrays': [np.arange(6, dtype='>i4').reshape(2, 3), np.zeros((0, 3)),
+                           np.asfortranarray(np.ones((2, 2))), np.array([1 + 2j])],
+                'scalars': [np.float16(0.5), np.uint8(7), np.bool_(True)],
+                'dtypes': [np.dtype('f4'), np.dtype('>u2')]}, path)
+    assert worker.load(path)['outcome'] == 'loaded'
+    loaded = load_checkpoint_file(path)
+    assert all(type(a) is np.ndarray for a in loaded['arrays'])
+    np.testing.assert_array_equal(loaded['arrays'][0], np.arange(6).reshape(2, 3))
+    assert loaded['arrays'][2].flags['F_CONTIGUOUS']
+    assert loaded['scalars'] == [0.5, 7, True] and loaded['dtypes'][1] == np.dtype('>u2')
+    resaved = io.BytesIO()
+    torch.save(loaded, resaved)  # plain numpy types, loadable again
+    assert load_checkpoint_file(io.BytesIO(resaved.getvalue()))['dtypes'][0] == np.float32
+
+
+# --- HistoryBuffer: checked as it ends up ---------------------------------------------------
+
+def _history_state(logs, counts):
+    return dct(('max_length', 10), ('_log_history', logs), ('_count_history', counts))
+
+
+def test_memo_cannot_rebuild_history_arrays_after_the_check(worker, tmp_path):
+    logs = remember('logs', numpy_array((2, ), numpy_dtype('f8'), bytes(16)))
+    counts = numpy_array((2, ), numpy_dtype('i8'), bytes(16))
+    buffer = build(newobj(HISTORY_BUFFER), _history_state(logs, counts))
+    # after the buffer checked its state: BINGET of the log array and a new BUILD of it
+    rebuilt = build(recall('logs'), tup(1, tup(3), numpy_dtype('f8'), False, bytes(24)))
+    result = worker.load(_write(tmp_path, tup(buffer, rebuilt)))
+    _assert_outcome(result, REFUSED, 'a second BUILD of a numpy array')
+
+
+def test_history_arrays_must_be_built_before_the_check(worker, tmp_path):
+    empty = call(G('numpy.core.multiarray', '_reconstruct'), G('numpy', 'ndarray'), tup(0),
+                 encoded(b'b'))
+    counts = numpy_array((0, ), numpy_dtype('i8'), b'')
+    buffer = build(newobj(HISTORY_BUFFER), _history_state(empty, counts))
+    result = worker.load(_write(tmp_path, buffer))
+    _assert_outcome(result, REFUSED, 'before its array was built')
+
+
+def test_unfinished_objects_are_refused(worker, tmp_path):
+    body = tup(newobj(HISTORY_BUFFER))  # never given its state
+    _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'without its state')
+    body = call(G('numpy.core.multiarray', '_reconstruct'), G('numpy', 'ndarray'), tup(0),
+                encoded(b'b'))
+    _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'without its state')
+    body = dct(('getattr', G('builtins', 'getattr')))  # a stand-in handed out as a value
+    _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'builtins.getattr')
+
+
+# --- allocation: bounded by the file's size -----------------------------------------------
+
+@pytest.mark.parametrize('body', [
+    call(G('builtins', 'bytearray'), 300_000_000),
+    call(G('builtins', 'bytearray'), 2**50),
+    numpy_array((2**40, ), numpy_dtype('u1', '|'), b''),
+    numpy_array((100_000_000, ), numpy_dtype('u1', '|'), b'\x00'),
+    call(G('builtins', 'bytes'), 10**12),
+], ids=['bytearray_300MB', 'bytearray_1PB', 'array_1TB', 'array_100MB', 'bytes_1TB'])
+def test_tiny_file_cannot_ask_for_a_large_allocation(worker, tmp_path, body):
+    path = _write(tmp_path, dct(('x', body)))
+    result = worker.load(path)
+    _assert_outcome(result, REFUSED, str(path))
+    assert result['rss_growth_kb'] < rss_bound_kb(path), result
+
+
+def test_repeated_bytes_count_against_the_file_size(worker, tmp_path):
+    # one 1 MB string in the file, encoded 100 times: 100 MB from a 1 MB file
+    path = tmp_path / 'amplified.pth'
+    copies = [call(G('_codecs', 'encode'), remember('text', 'x' * (1 << 20)), 'latin1')]
+    copies += [call(G('_codecs', 'encode'), recall('text'), 'latin1') for _ in range(99)]
+    path.write_bytes(zip_checkpoint(dumps(copies)))
+    result = worker.load(path)
+    _assert_outcome(result, REFUSED, str(path), 'allowed for a file of its size')
+    assert result['rss_growth_kb'] < rss_bound_kb(path), result
+
+
+def test_bytes_within_the_bound_load(tmp_path):
+    path = _write(tmp_path, dct(('x', call(G('builtins', 'bytearray'), ALLOCATION_FLOOR // 2))))
+    assert len(load_checkpoint_file(path)['x']) == ALLOCATION_FLOOR // 2
+
+
+# --- tensors: bounded by their storage's bytes in the file ---------------------------------
+
+def _tensor(size, stride, offset=0, numel=4):
+    storage = persistent('storage', G('torch', 'FloatStorage'), '0', 'cpu', numel)
+    return call(G('torch._utils', '_rebuild_tensor_v2'), storage, offset, tup(*size),
+                tup(*stride), False, call(G('collections', 'OrderedDict')))
+
+
+@pytest.mark.parametrize('tensor, why', [
+    (_tensor((5, ), (1, )), 'reaches beyond the bytes its storage has'),
+    (_tensor((2**62, ), (1, )), 'reaches beyond the bytes its storage has'),
+    (_tensor((4, ), (1, ), offset=2**62), 'reaches beyond the bytes its storage has'),
+    (_tensor((4, ), (1, ), numel=2**40), 'record size'),
+], ids=['past_the_end', 'size_overflow', 'offset_overflow', 'numel_past_the_record'])
+def test_tensor_outside_its_storage_is_one_message(tmp_path, tensor, why):
+    path = tmp_path / 'tensor.pth'
+    path.write_bytes(zip_checkpoint(dumps(dct(('w', tensor))), {'0': bytes(16)}))
+    with pytest.raises(UnreadableCheckpointError) as excinfo:
+        load_checkpoint_file(path)
+    message = str(excinfo.value)
+    assert message.startswith(f'{path} is not a readable checkpoint: ') and why in message
+    assert '\n' not in message
+
+
+def test_preflight_accepts_what_the_load_accepts_compressed_records(tmp_path):
+    # torch.save stores records; an archive tool may deflate them, and torch reads both
+    path = tmp_path / 'deflated.pth'
+    body = dct(('state_dict', dct(('w', _tensor((4, ), (1, ))))))
+    path.write_bytes(zip_checkpoint(dumps(body), {'0': struct.pack('<4f', 1, 2, 3, 4)},
+                                    compress={'0'}))
+    expected = torch.tensor([1., 2., 3., 4.])
+    assert torch.equal(load_checkpoint_file(path)['state_dict']['w'], expected)
+    assert torch.equal(load_checkpoint_file(path, mmap=True)['state_dict']['w'], expected)
+    check_checkpoint(str(path), 'checkpoint to test')
