@@ -825,10 +825,24 @@ def _unknown_scheme_loader(prefix):
     return refuse
 
 
+def _safe_checkpoint_loader(cls, path):
+    """``CheckpointLoader._get_checkpoint_loader``: the scheme is matched as mmengine matches
+    it, and ours loads it; a scheme that is not one of ours gets a loader that refuses.
+
+    Deciding at each load (not only when lip_mmdet is imported) keeps that true for schemes
+    registered later, and for ours if another package registers its loader in their place.
+    """
+    for prefix in cls._schemes:
+        if re.match(prefix, path) is not None:
+            return SAFE_SCHEMES.get(prefix) or _unknown_scheme_loader(prefix)
+    return SAFE_SCHEMES['']
+
+
 def enable_safe_mmengine_checkpoints():
     """Allow mmengine's checkpoint types in ``torch.load`` and route every scheme of
     mmengine's ``CheckpointLoader`` through :func:`load_checkpoint_file`; a scheme some other
-    package registered is refused rather than left unchecked. Idempotent."""
+    package registers, before or after this call, is refused rather than left unchecked.
+    Idempotent."""
     check_torch_version()
     torch.serialization.add_safe_globals(list(MMENGINE_SAFE_GLOBALS))
     for prefix in list(CheckpointLoader._schemes):
@@ -837,3 +851,4 @@ def enable_safe_mmengine_checkpoints():
                                              loader=_unknown_scheme_loader(prefix))
     for prefix, loader in SAFE_SCHEMES.items():
         CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
+    CheckpointLoader._get_checkpoint_loader = classmethod(_safe_checkpoint_loader)
