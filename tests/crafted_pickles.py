@@ -609,3 +609,23 @@ class CheckpointGenerator:
         compress = {key for key in self.records if r.random() < 0.2}
         records = {key: data for key, (_, _, data) in self.records.items()}
         return zip_checkpoint(data_pkl, records, compress), 'zip'
+
+
+def declare_record_size(archive, name, size):
+    """``archive`` (zip bytes) with the record ``name`` declaring ``size`` uncompressed bytes
+    (< 4 GiB) in its local header and its central directory entry, whatever it holds."""
+    data = bytearray(archive)
+    encoded_name = name.encode()
+    local = data.find(b'PK\x03\x04')
+    while local >= 0:
+        length = struct.unpack_from('<H', data, local + 26)[0]
+        if data[local + 30:local + 30 + length] == encoded_name:
+            struct.pack_into('<I', data, local + 22, size)
+        local = data.find(b'PK\x03\x04', local + 4)
+    central = data.find(b'PK\x01\x02')
+    while central >= 0:
+        length = struct.unpack_from('<H', data, central + 28)[0]
+        if data[central + 46:central + 46 + length] == encoded_name:
+            struct.pack_into('<I', data, central + 24, size)
+        central = data.find(b'PK\x01\x02', central + 4)
+    return bytes(data)

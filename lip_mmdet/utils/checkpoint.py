@@ -599,6 +599,33 @@ def _head(file):
         return b''
 
 
+def _check_container(file, name, size):
+    """Refuse a file whose container (zip archive or legacy pickles) declares more tensor
+    bytes than it holds, before torch allocates them; and a file that is neither."""
+    position = None if isinstance(file, str) else file.tell()
+    head = _head(file)
+    unreadable = None
+    if head.startswith(b'PK'):
+        try:
+            unreadable = _record_problem(file)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            pass  # torch's reader says what is damaged
+    elif not head.startswith(b'\x80'):
+        # torch would also try its tar format (torch < 0.4), whose storages it sizes by
+        # headers in the file before reading them; it is not read here
+        unreadable = _why_unreadable(None, head)
+    else:
+        with (open(file, 'rb') if isinstance(file, str) else contextlib.nullcontext(file)
+              ) as stream, _bounded_allocations(name, size):
+            if _legacy_storage_bytes_over(stream, size):
+                unreadable = ('its tensors declare more bytes than the whole file has (a '
+                              'legacy checkpoint holds every byte of its tensors)')
+    if position is not None:
+        file.seek(position)
+    if unreadable:
+        raise UnreadableCheckpointError(f'{name} is not a readable checkpoint: {unreadable}')
+
+
 def _all_records_stored(path):
     """Whether ``path`` is a zip archive whose records are all stored (not compressed)."""
     try:
@@ -606,6 +633,70 @@ def _all_records_stored(path):
             return all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
+
+
+# deflate cannot expand data more than 1032-fold; a record that says it does lies about its size
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _record_problem(file):
+    """Why the zip archive ``file`` cannot hold the records it declares, or None.
+
+    torch allocates each storage at the size the pickle gives, which must equal its record's
+    declared size; a declared size no stored or deflated record can have is refused before.
+    """
+    with zipfile.ZipFile(file) as archive:
+        for info in archive.infolist():
+            stored = info.compress_type == zipfile.ZIP_STORED
+            limit = info.compress_size * (1 if stored else _MAX_DEFLATE_RATIO) + 1024
+            if info.file_size > limit:
+                return (f'its record {info.filename} says it holds {info.file_size} bytes, '
+                        f'more than its {info.compress_size} bytes in the file can')
+    return None
+
+
+def _legacy_storage_bytes_over(file, limit):
+    """Whether the legacy (non-zip) checkpoint ``file`` declares more storage bytes than
+    ``limit``.
+
+    torch's legacy loader allocates each storage at the element count the pickle gives and
+    only then reads its bytes from the file, so a few bytes of pickle can ask for gigabytes.
+    Here the pickle is read first with storages on the meta device (no memory) to add up
+    what it declares. Any other problem is left to the real load, which meets it too.
+    """
+    from torch import _weights_only_unpickler as restricted
+    total, seen = 0, set()
+
+    def persistent_load(saved_id):
+        nonlocal total
+        _, storage_type, key, _, numel, _ = saved_id
+        dtype = storage_type.dtype
+        nbytes = numel * torch._utils._element_size(dtype)
+        if key not in seen:
+            seen.add(key)
+            total += max(nbytes, 0)
+        if total > limit:
+            raise _OverLimit
+        return torch.storage.TypedStorage(
+            wrap_storage=torch.UntypedStorage(max(nbytes, 0), device='meta'), dtype=dtype,
+            _internal=True)
+
+    try:
+        file.seek(0)
+        for _ in range(3):  # magic number, protocol version, system information
+            restricted.Unpickler(file, encoding='utf-8').load()
+        unpickler = restricted.Unpickler(file, encoding='utf-8')
+        unpickler.persistent_load = persistent_load
+        unpickler.load()
+    except _OverLimit:
+        return True
+    except Exception:  # noqa: BLE001  the real load reports what is wrong
+        pass
+    return False
+
+
+class _OverLimit(Exception):
+    pass
 
 
 def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
@@ -647,8 +738,10 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
     else:
         mmap = False
     name = name or repr(file)
+    size = _file_size(file)
+    _check_container(file, name, size)
     try:
-        with _bounded_allocations(name, _file_size(file)):
+        with _bounded_allocations(name, size):
             result = torch.load(file, map_location=map_location, weights_only=True,
                                 mmap=mmap)
         return _finished(result)

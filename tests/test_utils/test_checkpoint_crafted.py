@@ -15,8 +15,10 @@ from crafted_pickles import (
     build,
     call,
     dct,
+    declare_record_size,
     dumps,
     encoded,
+    legacy_checkpoint,
     newobj,
     numpy_array,
     numpy_dtype,
@@ -221,6 +223,37 @@ def test_tensor_outside_its_storage_is_one_message(tmp_path, tensor, why):
     message = str(excinfo.value)
     assert message.startswith(f'{path} is not a readable checkpoint: ') and why in message
     assert '\n' not in message
+
+
+def test_legacy_storage_larger_than_the_file_is_refused_before_allocation(worker, tmp_path):
+    # torch's legacy loader allocates what the pickle declares, then reads: this 700-byte
+    # file had it allocate 4 GiB and spend seconds on it before its reading failed
+    storage = persistent('storage', G('torch', 'BoolStorage'), '0', 'cpu', 2**32, None)
+    tensor = call(G('torch._utils', '_rebuild_tensor'), storage, 0, tup(3, 3, 4),
+                  tup(0, 2**31 - 1, 2))
+    path = tmp_path / 'legacy.pth'
+    path.write_bytes(legacy_checkpoint(dumps(dct(('w', tensor))), {'0': (2**32, bytes(4))}))
+    result = worker.load(path)
+    _assert_outcome(result, UNREADABLE, 'declare more bytes than the whole file has')
+    assert result['rss_growth_kb'] < rss_bound_kb(path), result
+
+
+def test_genuine_legacy_checkpoint_loads(tmp_path):
+    path = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.arange(6.).view(2, 3)}, 'meta': {'n': np.int64(3)}},
+               path, _use_new_zipfile_serialization=False)
+    loaded = load_checkpoint_file(path)
+    assert torch.equal(loaded['state_dict']['w'], torch.arange(6.).view(2, 3))
+    assert loaded['meta']['n'] == 3
+
+
+def test_zip_record_declaring_more_than_it_holds_is_refused(tmp_path):
+    body = dct(('w', _tensor((4, ), (1, ), numel=3 * 10**9)))
+    path = tmp_path / 'declared.pth'
+    path.write_bytes(declare_record_size(zip_checkpoint(dumps(body), {'0': bytes(16)}),
+                                         'archive/data/0', 3 * 10**9))
+    with pytest.raises(UnreadableCheckpointError, match='says it holds 3000000000 bytes'):
+        load_checkpoint_file(path)
 
 
 def test_preflight_accepts_what_the_load_accepts_compressed_records(tmp_path):
