@@ -124,7 +124,10 @@ def _load(request):
         import contextlib
         import io
         import runpy
-        main = runpy.run_path(str(REPO / 'tools' / path), run_name='tool')['main']
+        namespace = runpy.run_path(str(REPO / 'tools' / path), run_name='tool')
+        # tools/train.py and test.py run launch's train_main / test_main
+        main = next(namespace[name] for name in ('main', 'test_main', 'train_main')
+                    if name in namespace)
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             try:
