@@ -169,6 +169,22 @@ def test_unfinished_objects_are_refused(worker, tmp_path):
     _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'builtins.getattr')
 
 
+def test_deep_nesting_and_cycles_load(worker, tmp_path):
+    # the unpickler builds 50000 nested lists from 100 KB without recursing; so must the
+    # loader's check of the finished objects, and a list may contain itself through the memo
+    depth = 50_000
+    deep = b']' * depth + b'a' * (depth - 1)  # EMPTY_LIST x n, APPEND x n-1
+    itself = b']q\x00h\x00a'  # EMPTY_LIST, BINPUT 0, BINGET 0, APPEND
+    path = tmp_path / 'deep.pth'
+    path.write_bytes(zip_checkpoint(b'\x80\x02(' + deep + itself + b't.'))
+    _assert_outcome(worker.load(path), 'loaded')
+    nested, cycle = load_checkpoint_file(path)
+    assert cycle[0] is cycle
+    for _ in range(depth - 1):
+        nested = nested[0]
+    assert nested == []
+
+
 # --- allocation: bounded by the file's size -----------------------------------------------
 
 @pytest.mark.parametrize('body', [
