@@ -130,16 +130,16 @@ class _Budget:
                           'allowed for a file of its size')
 
 
-# The budget of the load running in this thread, if it runs through load_checkpoint_file;
-# a plain torch.load gets one for a file of size 0 (the floor) at each stand-in call.
+# The budget of the load running in this thread (context), if it runs through
+# load_checkpoint_file. A plain torch.load has none: it knows no file size to derive one
+# from, and stays as bounded as torch makes it.
 _current_budget = contextvars.ContextVar('lip_mmdet_checkpoint_budget', default=None)
 
 
 def _charge(nbytes, what):
     budget = _current_budget.get()
-    if budget is None:
-        budget = _Budget(None, 0)
-    budget.charge(nbytes, what)
+    if budget is not None:
+        budget.charge(nbytes, what)
 
 
 class _Dtype:
@@ -387,25 +387,36 @@ def _bounded_bytearray(*args):
     return result
 
 
-#: torch's own allow-list entries that allocate what their arguments ask for, bounded while
-#: :func:`load_checkpoint_file` loads a file.
+#: torch's own allow-list entries that allocate what their arguments ask for, replaced by
+#: versions that count against the bound of the load running (none outside
+#: :func:`load_checkpoint_file`: then they are torch's).
 _BOUNDED_TORCH_GLOBALS = {'_codecs.encode': _bounded_encode,
                           'builtins.bytearray': _bounded_bytearray}
+
+
+def _install_bounded_torch_globals():
+    """Put :data:`_BOUNDED_TORCH_GLOBALS` into torch's default allow-list (idempotent).
+
+    torch keeps that list in one cached dict that every load consults, so the entries are
+    replaced there, for good rather than around each load: swapping them back and forth would
+    race with a load in another thread. Checked again at each load, since clearing torch's
+    cache brings its own entries back.
+    """
+    allowed = torch._weights_only_unpickler._get_allowed_globals()
+    for key, bounded in _BOUNDED_TORCH_GLOBALS.items():
+        if key in allowed and allowed[key] is not bounded:
+            allowed[key] = bounded
 
 
 @contextlib.contextmanager
 def _bounded_allocations(name, file_size):
     """Within the block, the allocating callables a checkpoint can reach count against the
     bound of a file of ``file_size`` bytes named ``name``."""
-    # torch keeps its default allow-list in one cached dict that every load consults
-    allowed = torch._weights_only_unpickler._get_allowed_globals()
-    saved = {key: allowed[key] for key in _BOUNDED_TORCH_GLOBALS if key in allowed}
+    _install_bounded_torch_globals()
     token = _current_budget.set(_Budget(name, file_size))
-    allowed.update({key: _BOUNDED_TORCH_GLOBALS[key] for key in saved})
     try:
         yield
     finally:
-        allowed.update(saved)
         _current_budget.reset(token)
 
 
@@ -938,6 +949,7 @@ def enable_safe_mmengine_checkpoints():
     Idempotent."""
     check_torch_version()
     torch.serialization.add_safe_globals(list(MMENGINE_SAFE_GLOBALS))
+    _install_bounded_torch_globals()
     for prefix in list(CheckpointLoader._schemes):
         if prefix not in SAFE_SCHEMES:
             CheckpointLoader.register_scheme(prefixes=prefix, force=True,
