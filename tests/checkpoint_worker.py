@@ -10,6 +10,7 @@ next file; the file it died on is reported as a crash.
 
 Run as a script, this file is that child: paths on stdin, JSON results on stdout.
 """
+import collections
 import json
 import os
 import os.path as osp
@@ -103,6 +104,10 @@ def _content_problem(result):
     return None
 
 
+class _ToolRun(collections.namedtuple('_ToolRun', 'code stderr')):
+    """How a tool's ``main`` ended (a loaded checkpoint may be any tuple)."""
+
+
 def _load(request):
     """Load ``request['path']`` the way ``request['how']`` names; returns what was loaded, or
     ``(exit code, stderr)`` for a tool."""
@@ -138,7 +143,7 @@ def _load(request):
                 import traceback
                 traceback.print_exc()
                 code = 1
-        return ('tool', code, stderr.getvalue())
+        return _ToolRun(code, stderr.getvalue())
     raise ValueError(f'unknown way to load: {how}')
 
 
@@ -159,8 +164,8 @@ def _load_one(request):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    if type(result) is tuple and result[:1] == ('tool', ):
-        return f'exit {result[1]}', result[2][-3000:]
+    if type(result) is _ToolRun:
+        return f'exit {result.code}', result.stderr[-3000:]
     try:
         problem = _content_problem(result)
     except Exception as error:  # noqa: BLE001  reading what loaded failed: also a finding
