@@ -348,7 +348,8 @@ def _history_buffer_getattr(owner, name):
     Allowing the real ``getattr`` would let a file reach any attribute of any allowed object,
     so only those four lookups are resolved.
     """
-    if owner in (HistoryBuffer, _RestoredHistoryBuffer) and name in _HISTORY_STATISTICS:
+    # identity: ``in`` would call the owner's __eq__, and the owner is anything in the file
+    if (owner is HistoryBuffer or owner is _RestoredHistoryBuffer) and name in _HISTORY_STATISTICS:
         return getattr(HistoryBuffer, name)
     owner_name = ('HistoryBuffer' if owner is _RestoredHistoryBuffer
                   else getattr(owner, '__name__', type(owner).__name__))
