@@ -72,7 +72,8 @@ class UnreadableCheckpointError(ValueError):
 
 
 class CheckpointUnavailableError(FileNotFoundError):
-    """A remote checkpoint is neither in the local cache nor downloadable now."""
+    """A checkpoint is not there: a local file that does not exist, or a remote one neither in
+    the local cache nor downloadable now."""
 
 
 #: What a loader raises for a checkpoint the user gave that cannot be used.
@@ -729,7 +730,8 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
             any other file is read as without it.
 
     Raises:
-        FileNotFoundError: ``file`` is a path that does not exist.
+        CheckpointUnavailableError: ``file`` is a path that does not exist (a
+            ``FileNotFoundError``).
         UnreadableCheckpointError: it is a directory, empty, not a torch checkpoint, or
             cannot be loaded for another reason (the message gives it).
         UnsafeCheckpointError: it holds a pickled object outside the allow-list, or asks to
@@ -742,7 +744,7 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
             raise UnreadableCheckpointError(
                 f'{name} is not a readable checkpoint: it is a directory, not a file')
         if not osp.isfile(file):
-            raise FileNotFoundError(f'checkpoint {name} can not be found.')
+            raise CheckpointUnavailableError(f'checkpoint {name} can not be found.')
         if osp.getsize(file) == 0:
             raise UnreadableCheckpointError(f'{name} is not a readable checkpoint: '
                                             'the file is empty')
