@@ -191,6 +191,15 @@ class _Dtype:
         return self._dtype
 
 
+def _extent(shape, nbytes):
+    """What an array or tensor of ``shape`` holding ``nbytes`` costs whoever uses it.
+
+    Its bytes; for an empty one, a byte per element of its non-empty dimensions: an array of
+    shape (2**32, 0) holds nothing, and its ``tolist()`` makes 2**32 lists.
+    """
+    return nbytes if nbytes else math.prod(n for n in shape if n)
+
+
 def _checked_dtype(dtype, where):
     if type(dtype) is not _Dtype:
         raise _refuse(f'{where} whose dtype is a {type(dtype).__name__}, not a numpy dtype')
@@ -238,7 +247,7 @@ class _Array(np.ndarray):
         if len(data) != nbytes:
             raise _refuse(f'a numpy array of shape {shape} and dtype {dtype} ({nbytes} bytes) '
                           f'given {len(data)} bytes')
-        _charge(nbytes, f'a numpy array of {nbytes} bytes')
+        _charge(_extent(shape, nbytes), f'a numpy array of shape {shape}')
         np.ndarray.__setstate__(self, (1, shape, dtype, fortran, data))
         self.__dict__['_built'] = True
 
@@ -441,7 +450,8 @@ _STAND_IN_IDS.update({id(standin): name for name, standin in _BOUNDED_TORCH_GLOB
 
 def _finished(result):
     """The loaded object with plain numpy arrays and dtypes in place of the stand-ins, after
-    checking every HistoryBuffer as it is now; raises the refusal of anything left unfinished.
+    checking every HistoryBuffer as it is now and counting what each tensor reads beyond its
+    storage against the bound; raises the refusal of anything left unfinished.
 
     Runs once unpickling is over, so no later opcode can change what it checked. Iterative:
     a pickle may nest containers deeper than Python's recursion limit, and the memo can make
@@ -489,6 +499,16 @@ def _finish_one(obj, replaced):
         return obj.dtype
     if kind is _RestoredHistoryBuffer:
         raise _refuse('a HistoryBuffer without its state')
+    if isinstance(obj, torch.Tensor) and obj.layout is torch.strided:
+        # torch checks that a tensor stays inside its storage, not how often it reads the
+        # storage: a size (10**6, 10**6) view with strides (0, 0) over one element is 10**12
+        # elements to whoever sums or copies it
+        stored = obj.untyped_storage().nbytes()
+        extent = _extent(obj.shape, obj.numel() * obj.element_size())
+        if extent > stored:
+            _charge(extent - stored, f'a tensor of shape {tuple(obj.shape)} over a storage '
+                    f'of {stored} bytes')
+        return obj
     if id(obj) in _STAND_IN_IDS:
         raise _refuse(f'the stand-in for {_STAND_IN_IDS[id(obj)]} itself, not something it made')
     if kind is HistoryBuffer:
@@ -758,7 +778,7 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
         with _bounded_allocations(name, size):
             result = torch.load(file, map_location=map_location, weights_only=True,
                                 mmap=mmap)
-        return _finished(result)
+            return _finished(result)
     except (Exception, MemoryError) as error:  # every failure becomes one checkpoint error
         culprit, checked = (_culprit(str(error)) if isinstance(error, pickle.UnpicklingError)
                             else (None, False))

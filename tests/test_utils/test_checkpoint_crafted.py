@@ -201,6 +201,27 @@ def test_tiny_file_cannot_ask_for_a_large_allocation(worker, tmp_path, body):
     assert result['rss_growth_kb'] < rss_bound_kb(path), result
 
 
+def test_what_values_cost_their_user_counts(worker, tmp_path):
+    # an empty array of 2**32 rows (tolist() makes 2**32 lists), and a 10**12-element view
+    # with zero strides over one float
+    empty_rows = numpy_array((2**32, 0), numpy_dtype('f8'), b'')
+    _assert_outcome(worker.load(_write(tmp_path, dct(('x', empty_rows)))), REFUSED,
+                    'a numpy array of shape (4294967296, 0)')
+    path = tmp_path / 'expanded.pth'
+    view = _tensor((10**6, 10**6), (0, 0), numel=1)
+    path.write_bytes(zip_checkpoint(dumps(dct(('w', view))), {'0': bytes(4)}))
+    _assert_outcome(worker.load(path), REFUSED, 'a tensor of shape (1000000, 1000000)')
+
+
+def test_genuine_views_and_empty_values_load(tmp_path):
+    path = tmp_path / 'views.pth'
+    torch.save({'expanded': torch.ones(1).expand(1000), 'empty': torch.zeros(0, 80),
+                'boxes': np.zeros((0, 4), np.float32)}, path)
+    loaded = load_checkpoint_file(path)
+    assert loaded['expanded'].shape == (1000, ) and loaded['expanded'].stride() == (0, )
+    assert loaded['empty'].shape == (0, 80) and loaded['boxes'].shape == (0, 4)
+
+
 def test_repeated_bytes_count_against_the_file_size(worker, tmp_path):
     # one 1 MB string in the file, encoded 100 times: 100 MB from a 1 MB file
     path = tmp_path / 'amplified.pth'
