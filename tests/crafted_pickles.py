@@ -519,7 +519,7 @@ class CheckpointGenerator:
 
     def torch_value(self):
         r = self.rng
-        choice = r.randrange(9)
+        choice = r.randrange(11)
         if choice == 0:
             return call(G('torch', 'Size'), tup(*[self.integer() for _ in range(r.randrange(3))]))
         if choice == 1:
@@ -539,8 +539,46 @@ class CheckpointGenerator:
         if choice == 7:
             return call(G('torch', r.choice(['FloatTensor', 'Tensor', 'ByteTensor'])),
                         r.choice([0, 4, 10**4]))
-        return call(G('torch._utils', '_rebuild_meta_tensor_no_storage'), G('torch', 'float32'),
-                    tup(self.integer()), tup(1), False)
+        if choice == 8:
+            return call(G('torch._utils', '_rebuild_meta_tensor_no_storage'),
+                        G('torch', 'float32'), tup(self.integer()), tup(1), False)
+        return self.torch_rebuild()
+
+    def torch_rebuild(self):
+        """torch's other rebuild functions (all on torch's own allow-list): subclasses and
+        attributes, parameters with state, sparse, quantized, nested and wrapper tensors."""
+        r = self.rng
+        layout = call(G('torch.serialization', '_get_layout'),
+                      r.choice(['torch.sparse_coo', 'torch.sparse_csr', 'torch.strided', 'x']))
+        choice = r.randrange(6)
+        if choice == 0:
+            state = dct(*[(r.choice(['data', 'grad', 'requires_grad', 'extra', '__class__',
+                                     '_backward_hooks']), self.value(3))
+                          for _ in range(r.randrange(3))])
+            return call(G('torch._tensor', '_rebuild_from_type_v2'),
+                        G('torch._utils', '_rebuild_tensor_v2'),
+                        G(*r.choice([('torch', 'Tensor'), ('torch.nn.parameter', 'Parameter'),
+                                     ('numpy', 'ndarray')])),
+                        tup(*self.tensor().parts[1].parts), state)
+        if choice == 1:
+            return call(G('torch._utils', '_rebuild_parameter_with_state'), self.tensor(),
+                        r.choice([True, False]), call(G('collections', 'OrderedDict')),
+                        dct(('extra', self.literal())))
+        if choice == 2:
+            return call(G('torch._utils', '_rebuild_sparse_tensor'), layout,
+                        tup(self.tensor(), self.tensor(), tup(*self.shape()), False))
+        if choice == 3:
+            scheme = G('torch', r.choice(['per_tensor_affine', 'per_channel_affine']))
+            return call(G('torch._utils', '_rebuild_qtensor'), self.tensor().parts[1].parts[0],
+                        self.integer(), tup(*self.shape()), tup(*self.shape()),
+                        tup(scheme, r.choice([1.0, 0.0, -1.0]), self.integer()), False,
+                        call(G('collections', 'OrderedDict')))
+        if choice == 4:
+            return call(G('torch._utils', '_rebuild_nested_tensor'), self.tensor(),
+                        self.tensor(), self.tensor(), self.tensor())
+        return call(G('torch._utils', '_rebuild_wrapper_subclass'), G('torch', 'Tensor'),
+                    G('torch', 'float32'), tup(*self.shape()), tup(*self.shape()),
+                    self.integer(), layout, call(G('torch', 'device'), 'cpu'), False)
 
     def near_miss(self, depth):
         r = self.rng
