@@ -511,6 +511,9 @@ def _finish_one(obj, replaced):
         return obj
     if id(obj) in _STAND_IN_IDS:
         raise _refuse(f'the stand-in for {_STAND_IN_IDS[id(obj)]} itself, not something it made')
+    if any(obj is getattr(HistoryBuffer, name) for name in _HISTORY_STATISTICS):
+        # mmengine writes them only into a HistoryBuffer's state, which consumes them
+        raise _refuse(f'HistoryBuffer.{obj.__name__} outside a HistoryBuffer\'s state')
     if kind is HistoryBuffer:
         state = {key: value for key, value in obj.__dict__.items()}
         problem = _history_problem(state)

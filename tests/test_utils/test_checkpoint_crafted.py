@@ -167,6 +167,9 @@ def test_unfinished_objects_are_refused(worker, tmp_path):
     _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'without its state')
     body = dct(('getattr', G('builtins', 'getattr')))  # a stand-in handed out as a value
     _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED, 'builtins.getattr')
+    body = dct(('max', call(G('builtins', 'getattr'), HISTORY_BUFFER, 'max')))
+    _assert_outcome(worker.load(_write(tmp_path, body)), REFUSED,
+                    "HistoryBuffer.max outside a HistoryBuffer's state")
 
 
 def test_deep_nesting_and_cycles_load(worker, tmp_path):
