@@ -118,8 +118,7 @@ _DTYPE_SPEC = re.compile(r'([biufc])(\d{1,2})')
 class _Budget:
     """Bytes a load may still allocate outside its tensor storages."""
 
-    def __init__(self, name, file_size):
-        self.name = name
+    def __init__(self, file_size):
         self.limit = ALLOCATION_FLOOR + ALLOCATION_PER_FILE_BYTE * max(file_size, 0)
         self.used = 0
 
@@ -420,11 +419,11 @@ def _install_bounded_torch_globals():
 
 
 @contextlib.contextmanager
-def _bounded_allocations(name, file_size):
+def _bounded_allocations(file_size):
     """Within the block, the allocating callables a checkpoint can reach count against the
-    bound of a file of ``file_size`` bytes named ``name``."""
+    bound of a file of ``file_size`` bytes."""
     _install_bounded_torch_globals()
-    token = _current_budget.set(_Budget(name, file_size))
+    token = _current_budget.set(_Budget(file_size))
     try:
         yield
     finally:
@@ -649,10 +648,10 @@ def _check_container(file, name, size):
     elif not head.startswith(b'\x80'):
         # torch would also try its tar format (torch < 0.4), whose storages it sizes by
         # headers in the file before reading them; it is not read here
-        unreadable = _why_unreadable(None, head)
+        unreadable = _why_unreadable(None, head) if head else 'it is empty'
     else:
         with (open(file, 'rb') if isinstance(file, str) else contextlib.nullcontext(file)
-              ) as stream, _bounded_allocations(name, size):
+              ) as stream, _bounded_allocations(size):
             if _legacy_storage_bytes_over(stream, size):
                 unreadable = ('its tensors declare more bytes than the whole file has (a '
                               'legacy checkpoint holds every byte of its tensors)')
@@ -778,7 +777,7 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
     size = _file_size(file)
     _check_container(file, name, size)
     try:
-        with _bounded_allocations(name, size):
+        with _bounded_allocations(size):
             result = torch.load(file, map_location=map_location, weights_only=True,
                                 mmap=mmap)
             return _finished(result)
