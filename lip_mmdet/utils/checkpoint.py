@@ -447,7 +447,7 @@ _STAND_IN_IDS = {id(standin): name for standin, name in MMENGINE_SAFE_GLOBALS}
 _STAND_IN_IDS.update({id(standin): name for name, standin in _BOUNDED_TORCH_GLOBALS.items()})
 
 
-def _finished(result):
+def _finished(result, storage_bytes=None):
     """The loaded object with plain numpy arrays and dtypes in place of the stand-ins, after
     checking every HistoryBuffer as it is now and counting what each tensor reads beyond its
     storage against the bound; raises the refusal of anything left unfinished.
@@ -455,8 +455,16 @@ def _finished(result):
     Runs once unpickling is over, so no later opcode can change what it checked. Iterative:
     a pickle may nest containers deeper than Python's recursion limit, and the memo can make
     a list contain itself.
+
+    Args:
+        result: what ``torch.load`` returned.
+        storage_bytes (int, optional): the bytes the file holds for tensor storages; the
+            tensors' storages together may hold no more, beyond what the allocation bound
+            lets a file make (torch's own ``torch.FloatTensor(n)`` makes storages from
+            nothing).
     """
     replaced = {}  # id(old) -> new, for containers and stand-ins
+    storages = {}  # (device, data pointer) -> bytes, of the tensors' storages
     order = []  # containers in post-order
     seen = {id(result)}
     stack = [(result, iter(_children(result)))]
@@ -471,9 +479,13 @@ def _finished(result):
             seen.add(id(child))
             stack.append((child, iter(_children(child))))
     for obj in order:
-        new = _finish_one(obj, replaced)
+        new = _finish_one(obj, replaced, storages)
         if new is not obj:
             replaced[id(obj)] = new
+    total = sum(storages.values())
+    if storage_bytes is not None and total > storage_bytes:
+        _charge(total - storage_bytes, f'tensor storages of {total} bytes, {storage_bytes} of '
+                'them in the file')
     return replaced.get(id(result), result)
 
 
@@ -485,10 +497,12 @@ def _children(obj):
         return [*obj.keys(), *obj.values()]
     if kind is HistoryBuffer:
         return list(obj.__dict__.values())
+    if isinstance(obj, torch.Tensor):  # attributes and a gradient a pickle can set
+        return [*vars(obj).values(), *([obj.grad] if obj.grad is not None else [])]
     return ()
 
 
-def _finish_one(obj, replaced):
+def _finish_one(obj, replaced, storages):
     kind = type(obj)
     if kind is _Array:
         if not obj.__dict__.get('_built'):
@@ -498,15 +512,25 @@ def _finish_one(obj, replaced):
         return obj.dtype
     if kind is _RestoredHistoryBuffer:
         raise _refuse('a HistoryBuffer without its state')
+    if isinstance(obj, (torch.UntypedStorage, torch.storage.TypedStorage)):
+        untyped = obj if isinstance(obj, torch.UntypedStorage) else obj._untyped_storage
+        if untyped.device.type != 'meta':
+            key = (str(untyped.device), untyped.data_ptr())
+            storages[key] = max(storages.get(key, 0), untyped.nbytes())
+        return obj
     if isinstance(obj, torch.Tensor) and obj.layout is torch.strided:
         # torch checks that a tensor stays inside its storage, not how often it reads the
         # storage: a size (10**6, 10**6) view with strides (0, 0) over one element is 10**12
         # elements to whoever sums or copies it
-        stored = obj.untyped_storage().nbytes()
+        storage = obj.untyped_storage()
+        stored = storage.nbytes()
         extent = _extent(obj.shape, obj.numel() * obj.element_size())
         if extent > stored:
             _charge(extent - stored, f'a tensor of shape {tuple(obj.shape)} over a storage '
                     f'of {stored} bytes')
+        if obj.device.type != 'meta':  # a meta storage has a size and no memory
+            key = (str(obj.device), storage.data_ptr())
+            storages[key] = max(storages.get(key, 0), stored)
         return obj
     if id(obj) in _STAND_IN_IDS:
         raise _refuse(f'the stand-in for {_STAND_IN_IDS[id(obj)]} itself, not something it made')
@@ -636,15 +660,20 @@ def _head(file):
 
 def _check_container(file, name, size):
     """Refuse a file whose container (zip archive or legacy pickles) declares more tensor
-    bytes than it holds, before torch allocates them; and a file that is neither."""
+    bytes than it holds, before torch allocates them; and a file that is neither.
+
+    Returns:
+        int | None: the bytes the file holds for tensor storages (its zip records, or for a
+        legacy file its size), None when that is left to torch's reader.
+    """
     position = None if isinstance(file, str) else file.tell()
     head = _head(file)
-    unreadable = None
+    unreadable, storage_bytes = None, size
     if head.startswith(b'PK'):
         try:
-            unreadable = _record_problem(file)
+            unreadable, storage_bytes = _record_problem(file)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-            pass  # torch's reader says what is damaged
+            storage_bytes = None  # torch's reader says what is damaged
     elif not head.startswith(b'\x80'):
         # torch would also try its tar format (torch < 0.4), whose storages it sizes by
         # headers in the file before reading them; it is not read here
@@ -659,6 +688,7 @@ def _check_container(file, name, size):
         file.seek(position)
     if unreadable:
         raise UnreadableCheckpointError(f'{name} is not a readable checkpoint: {unreadable}')
+    return storage_bytes
 
 
 def _all_records_stored(path):
@@ -675,19 +705,23 @@ _MAX_DEFLATE_RATIO = 1032
 
 
 def _record_problem(file):
-    """Why the zip archive ``file`` cannot hold the records it declares, or None.
+    """``(why the zip archive file cannot hold the records it declares, or None, the bytes
+    of its storage records)``.
 
     torch allocates each storage at the size the pickle gives, which must equal its record's
     declared size; a declared size no stored or deflated record can have is refused before.
     """
+    storage_bytes = 0
     with zipfile.ZipFile(file) as archive:
         for info in archive.infolist():
             stored = info.compress_type == zipfile.ZIP_STORED
             limit = info.compress_size * (1 if stored else _MAX_DEFLATE_RATIO) + 1024
             if info.file_size > limit:
                 return (f'its record {info.filename} says it holds {info.file_size} bytes, '
-                        f'more than its {info.compress_size} bytes in the file can')
-    return None
+                        f'more than its {info.compress_size} bytes in the file can'), None
+            if '/data/' in info.filename:
+                storage_bytes += info.file_size
+    return None, storage_bytes
 
 
 def _legacy_storage_bytes_over(file, limit):
@@ -775,12 +809,12 @@ def load_checkpoint_file(file, map_location=None, name=None, mmap=False):
         mmap = False
     name = name or repr(file)
     size = _file_size(file)
-    _check_container(file, name, size)
+    storage_bytes = _check_container(file, name, size)
     try:
         with _bounded_allocations(size):
             result = torch.load(file, map_location=map_location, weights_only=True,
                                 mmap=mmap)
-            return _finished(result)
+            return _finished(result, storage_bytes)
     except (Exception, MemoryError) as error:  # every failure becomes one checkpoint error
         culprit, checked = (_culprit(str(error)) if isinstance(error, pickle.UnpicklingError)
                             else (None, False))

@@ -216,6 +216,20 @@ def test_what_values_cost_their_user_counts(worker, tmp_path):
     _assert_outcome(worker.load(path), REFUSED, 'a tensor of shape (1000000, 1000000)')
 
 
+@pytest.mark.parametrize('body', [
+    call(G('torch', 'FloatTensor'), 100_000_000),
+    call(G('torch.storage', 'UntypedStorage'), 400_000_000),
+    call(G('torch', 'ByteTensor'), 10**13),
+], ids=['FloatTensor_400MB', 'UntypedStorage_400MB', 'ByteTensor_10TB'])
+def test_storages_made_from_nothing_are_bounded(worker, tmp_path, body):
+    # torch's own allow-list lets a pickle call its tensor and storage classes with a size
+    path = _write(tmp_path, dct(('x', body)))
+    result = worker.load(path)
+    assert result['outcome'] in (REFUSED, UNREADABLE), result
+    assert str(path) in result['detail']
+    assert result['rss_growth_kb'] < rss_bound_kb(path), result
+
+
 def test_genuine_views_and_empty_values_load(tmp_path):
     path = tmp_path / 'views.pth'
     torch.save({'expanded': torch.ones(1).expand(1000), 'empty': torch.zeros(0, 80),
