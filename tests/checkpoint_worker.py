@@ -273,6 +273,9 @@ class LoaderWorker:
         self.proc.stdin.flush()
         result = self._result(self.timeout)
         if isinstance(result, dict):
+            if result['rss_growth_kb'] > RSS_SLACK_KB:
+                # the peak only grows: a fresh child sees the same file grow it again
+                self.close()
             return result
         if result == 'timeout':
             self.proc.kill()

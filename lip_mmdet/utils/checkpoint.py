@@ -681,9 +681,7 @@ def _check_container(file, name, size):
     else:
         with (open(file, 'rb') if isinstance(file, str) else contextlib.nullcontext(file)
               ) as stream, _bounded_allocations(size):
-            if _legacy_storage_bytes_over(stream, size):
-                unreadable = ('its tensors declare more bytes than the whole file has (a '
-                              'legacy checkpoint holds every byte of its tensors)')
+            unreadable = _legacy_storage_problem(stream, size)
     if position is not None:
         file.seek(position)
     if unreadable:
@@ -724,31 +722,37 @@ def _record_problem(file):
     return None, storage_bytes
 
 
-def _legacy_storage_bytes_over(file, limit):
-    """Whether the legacy (non-zip) checkpoint ``file`` declares more storage bytes than
-    ``limit``.
+def _legacy_storage_problem(file, limit):
+    """Why the legacy (non-zip) checkpoint ``file`` would make torch allocate more storage
+    than ``limit`` bytes, or None.
 
     torch's legacy loader allocates each storage at the element count the pickle gives and
-    only then reads its bytes from the file, so a few bytes of pickle can ask for gigabytes.
-    Here the pickle is read first with storages on the meta device (no memory) to add up
-    what it declares. Any other problem is left to the real load, which meets it too.
+    only then reads its bytes from the file, and its storages are resizable: a tensor placed
+    past the end of one grows it (an offset of 2**31 in a 970-byte file made 8 GiB). Here the
+    pickle is read first, as torch reads it, with the storages on the meta device (sizes, no
+    memory), to add up what they declare and see whether a tensor grew one. A problem of
+    another kind is left to the real load, which meets it too.
     """
     from torch import _weights_only_unpickler as restricted
-    total, seen = 0, set()
+    roots, views = {}, {}  # key -> (meta storage, declared bytes)
 
     def persistent_load(saved_id):
-        nonlocal total
-        _, storage_type, key, _, numel, _ = saved_id
+        _, storage_type, key, _, numel, view_metadata = saved_id
         dtype = storage_type.dtype
-        nbytes = numel * torch._utils._element_size(dtype)
-        if key not in seen:
-            seen.add(key)
-            total += max(nbytes, 0)
-        if total > limit:
-            raise _OverLimit
-        return torch.storage.TypedStorage(
-            wrap_storage=torch.UntypedStorage(max(nbytes, 0), device='meta'), dtype=dtype,
-            _internal=True)
+        element_size = torch._utils._element_size(dtype)
+        if key not in roots:
+            nbytes = max(numel * element_size, 0)
+            if sum(declared for _, declared in roots.values()) + nbytes > limit:
+                raise _OverLimit
+            roots[key] = (torch.UntypedStorage(nbytes, device='meta'), nbytes)
+        storage = roots[key][0]
+        if view_metadata is not None:
+            view_key, offset, view_size = view_metadata
+            if view_key not in views:
+                view = storage[offset * element_size:(offset + view_size) * element_size]
+                views[view_key] = (view, view.nbytes())
+            storage = views[view_key][0]
+        return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
 
     try:
         file.seek(0)
@@ -758,10 +762,16 @@ def _legacy_storage_bytes_over(file, limit):
         unpickler.persistent_load = persistent_load
         unpickler.load()
     except _OverLimit:
-        return True
+        return ('its tensors declare more bytes than the whole file has (a legacy checkpoint '
+                'holds every byte of its tensors)')
     except Exception:  # noqa: BLE001  the real load reports what is wrong
         pass
-    return False
+    # also after a failure: the real load grows a storage before it meets the failure
+    for storage, declared in [*roots.values(), *views.values()]:
+        if storage.nbytes() > declared:
+            return (f'a tensor in it reaches beyond the {declared} bytes its storage has in '
+                    f'the file (to {storage.nbytes()})')
+    return None
 
 
 class _OverLimit(Exception):

@@ -292,12 +292,28 @@ def test_legacy_storage_larger_than_the_file_is_refused_before_allocation(worker
     assert result['rss_growth_kb'] < rss_bound_kb(path), result
 
 
+def test_legacy_tensor_past_its_storage_is_refused_before_allocation(worker, tmp_path):
+    # legacy storages are resizable: a tensor at offset 2**31 of a 1-element storage grew it
+    # to 8 GiB (and the child's peak memory with it) before the load failed
+    storage = persistent('storage', G('torch', 'IntStorage'), '0', 'cpu', 1, None)
+    tensor = call(G('torch._utils', '_rebuild_tensor_v2'), storage, 2**31 - 1, tup(), tup(),
+                  False, call(G('collections', 'OrderedDict')))
+    path = tmp_path / 'legacy.pth'
+    path.write_bytes(legacy_checkpoint(dumps(dct(('w', tensor))), {'0': (1, bytes(4))}))
+    result = worker.load(path)
+    _assert_outcome(result, UNREADABLE, 'reaches beyond the 4 bytes its storage has')
+    assert result['rss_growth_kb'] < rss_bound_kb(path), result
+
+
 def test_genuine_legacy_checkpoint_loads(tmp_path):
     path = tmp_path / 'legacy.pth'
-    torch.save({'state_dict': {'w': torch.arange(6.).view(2, 3)}, 'meta': {'n': np.int64(3)}},
-               path, _use_new_zipfile_serialization=False)
+    weight = torch.arange(6.).view(2, 3)
+    torch.save({'state_dict': {'w': weight, 'row': weight[1], 'col': weight[:, 2]},
+                'meta': {'n': np.int64(3)}}, path, _use_new_zipfile_serialization=False)
     loaded = load_checkpoint_file(path)
-    assert torch.equal(loaded['state_dict']['w'], torch.arange(6.).view(2, 3))
+    state = loaded['state_dict']
+    assert torch.equal(state['w'], weight) and torch.equal(state['col'], weight[:, 2])
+    assert state['row'].untyped_storage().data_ptr() == state['w'].untyped_storage().data_ptr()
     assert loaded['meta']['n'] == 3
 
 
