@@ -251,6 +251,15 @@ def test_show_pooling_with_a_refused_checkpoint(tmp_path, capsys):
 
 # --- a checkpoint that does not fit the model ---------------------------------------------
 
+def _run_test_tool(ckpt, options, tmp_path, *flags):
+    """tools/test.py on ``ckpt``. Its Runner is built, and named after the test: mmengine
+    names a run by config and second, and gives a second Runner of that name the first one's
+    logger, which writes to the previous test's closed output."""
+    return run_test_tool([str(RETINA_LIP_R50), str(ckpt), '--work-dir', str(tmp_path / 'w'),
+                          *flags, '--cfg-options', *options,
+                          f'experiment_name={tmp_path.name}'])
+
+
 def _model_state(options):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -267,8 +276,7 @@ def test_test_tool_refuses_a_checkpoint_that_fits_nothing(options, tmp_path, cap
     ckpt = tmp_path / 'classifier.pth'
     torch.save({'state_dict': {'fc.weight': torch.zeros(10, 4), 'fc.bias': torch.zeros(10)}},
                ckpt)
-    code = run_test_tool([str(RETINA_LIP_R50), str(ckpt), '--work-dir', str(tmp_path / 'w'),
-                          '--cfg-options', *options])
+    code = _run_test_tool(ckpt, options, tmp_path)
     err = _one_message(capsys, code, f'Checkpoint to test {ckpt} does not fit the model',
                        'weights of the model are not in it', 'backbone.conv1.weight',
                        '2 of its keys are not in the model (fc.weight, fc.bias)',
@@ -285,8 +293,7 @@ def test_test_tool_refuses_a_checkpoint_missing_one_weight(options, tmp_path, ca
     state = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
     ckpt = tmp_path / 'partial.pth'
     torch.save({'state_dict': state}, ckpt)
-    code = run_test_tool([str(RETINA_LIP_R50), str(ckpt), '--work-dir', str(tmp_path / 'w'),
-                          '--cfg-options', *options])
+    code = _run_test_tool(ckpt, options, tmp_path)
     err = _one_message(capsys, code, f'1 weights of the model are not in it ({dropped})',
                        '1 have another shape (backbone.conv1.weight (1 vs 64x3x7x7))')
     assert 'num_batches_tracked' not in err
@@ -297,8 +304,7 @@ def test_test_tool_tests_a_partial_checkpoint_when_asked(options, tmp_path, caps
     state.pop('bbox_head.retina_cls.weight')
     ckpt = tmp_path / 'partial.pth'
     torch.save({'state_dict': state}, ckpt)
-    code = run_test_tool([str(RETINA_LIP_R50), str(ckpt), '--work-dir', str(tmp_path / 'w'),
-                          '--allow-partial-checkpoint', '--cfg-options', *options])
+    code = _run_test_tool(ckpt, options, tmp_path, '--allow-partial-checkpoint')
     err = capsys.readouterr().err
     assert code == 0, err
     assert 'warning: checkpoint' in err and 'bbox_head.retina_cls.weight' in err
