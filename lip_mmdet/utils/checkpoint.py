@@ -671,7 +671,7 @@ def _check_container(file, name, size):
     unreadable, storage_bytes = None, size
     if head.startswith(b'PK'):
         try:
-            unreadable, storage_bytes = _record_problem(file)
+            unreadable, storage_bytes = _record_problem(file, size)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             storage_bytes = None  # torch's reader says what is damaged
     elif not head.startswith(b'\x80'):
@@ -702,14 +702,18 @@ def _all_records_stored(path):
 _MAX_DEFLATE_RATIO = 1032
 
 
-def _record_problem(file):
+def _record_problem(file, size):
     """``(why the zip archive file cannot hold the records it declares, or None, the bytes
     of its storage records)``.
 
     torch allocates each storage at the size the pickle gives, which must equal its record's
     declared size; a declared size no stored or deflated record can have is refused before.
+    Every other record (the pickle above all) is read whole into memory, so it is bounded
+    like what the file allocates outside its tensors: a deflated pickle of zeros unpacks
+    1000-fold.
     """
     storage_bytes = 0
+    bound = _Budget(size).limit
     with zipfile.ZipFile(file) as archive:
         for info in archive.infolist():
             stored = info.compress_type == zipfile.ZIP_STORED
@@ -719,6 +723,9 @@ def _record_problem(file):
                         f'more than its {info.compress_size} bytes in the file can'), None
             if '/data/' in info.filename:
                 storage_bytes += info.file_size
+            elif info.file_size > bound:
+                return (f'its record {info.filename} unpacks to {info.file_size} bytes, more '
+                        f'than the {bound} bytes allowed for a file of its size'), None
     return None, storage_bytes
 
 

@@ -5,6 +5,7 @@ loader unless said otherwise, and must end in one of the package's checkpoint er
 """
 import io
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -323,6 +324,20 @@ def test_zip_record_declaring_more_than_it_holds_is_refused(tmp_path):
     path.write_bytes(declare_record_size(zip_checkpoint(dumps(body), {'0': bytes(16)}),
                                          'archive/data/0', 3 * 10**9))
     with pytest.raises(UnreadableCheckpointError, match='says it holds 3000000000 bytes'):
+        load_checkpoint_file(path)
+
+
+def test_deflated_pickle_is_bounded_by_the_file_size(tmp_path):
+    # 64 MiB of pickle (a string of zeros) deflates to about 64 KiB; torch reads it whole
+    body = dumps(dct(('x', '\0' * (64 << 20))))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr('archive/data.pkl', body)
+        archive.writestr('archive/version', '3\n')
+    path = tmp_path / 'bomb.pth'
+    path.write_bytes(buffer.getvalue())
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(UnreadableCheckpointError, match='archive/data.pkl unpacks to'):
         load_checkpoint_file(path)
 
 
