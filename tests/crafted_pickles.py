@@ -229,13 +229,14 @@ def zip_checkpoint(data_pkl, records=None, compress=None):
     Args:
         data_pkl (bytes): the pickle (``archive/data.pkl``).
         records (dict[str, bytes], optional): storage key -> bytes (``archive/data/<key>``).
-        compress (set[str], optional): keys whose records are deflate-compressed (torch.save
-            stores every record; a zip tool may not).
+        compress (set[str], optional): keys whose records are deflate-compressed, 'data.pkl'
+            for the pickle's (torch.save stores every record; a zip tool may not).
     """
     compress = compress or set()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, 'w') as archive:
-        archive.writestr('archive/data.pkl', data_pkl)
+        archive.writestr('archive/data.pkl', data_pkl, compress_type=(
+            zipfile.ZIP_DEFLATED if 'data.pkl' in compress else zipfile.ZIP_STORED))
         archive.writestr('archive/byteorder', 'little')
         for key, data in (records or {}).items():
             method = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
@@ -644,7 +645,7 @@ class CheckpointGenerator:
         if self.form == 'legacy':
             records = {key: (numel, data) for key, (_, numel, data) in self.records.items()}
             return legacy_checkpoint(data_pkl, records), 'legacy'
-        compress = {key for key in self.records if r.random() < 0.2}
+        compress = {key for key in [*self.records, 'data.pkl'] if r.random() < 0.2}
         records = {key: data for key, (_, _, data) in self.records.items()}
         return zip_checkpoint(data_pkl, records, compress), 'zip'
 
