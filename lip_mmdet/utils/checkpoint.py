@@ -486,7 +486,25 @@ def _finished(result, storage_bytes=None):
     if storage_bytes is not None and total > storage_bytes:
         _charge(total - storage_bytes, f'tensor storages of {total} bytes, {storage_bytes} of '
                 'them in the file')
-    return replaced.get(id(result), result)
+    result = replaced.get(id(result), result)
+    # A tuple is rebuilt with its replaced items, and a list refers to the tuple's new copy
+    # only when the list finishes after it; in a cycle through the memo (a tuple holding a
+    # list holding that tuple) one may not, so what comes out is walked once more.
+    for obj in _reachable(result):
+        if type(obj) in (_Array, _Dtype, _RestoredHistoryBuffer):
+            raise _refuse('a numpy value or HistoryBuffer inside a cycle of containers')
+    return result
+
+
+def _reachable(root):
+    seen, stack = {id(root)}, [root]
+    while stack:
+        obj = stack.pop()
+        yield obj
+        for child in _children(obj):
+            if id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
 
 
 def _children(obj):

@@ -189,6 +189,20 @@ def test_deep_nesting_and_cycles_load(worker, tmp_path):
     assert nested == []
 
 
+def test_numpy_value_in_a_cycle_through_a_tuple_is_refused(worker, tmp_path):
+    # L = [T], T = (dtype, L) and the file's object (T, L): the loader rebuilds T with a
+    # plain dtype after it finished L, which still holds the T it was given
+    dtype = dumps(numpy_dtype('f8'))[2:-1]  # memoised at 0, 1, ...
+    put, get = (lambda n: b'r' + struct.pack('<I', n)), (lambda n: b'j' + struct.pack('<I', n))
+    data = (b'\x80\x02' + b']' + put(1000)  # L
+            + b'(' + dtype + get(1000) + b't' + put(1001)  # T = (dtype, L)
+            + b'a'  # L.append(T)
+            + b'(' + get(1001) + get(1000) + b't.')  # (T, L)
+    path = tmp_path / 'cycle.pth'
+    path.write_bytes(zip_checkpoint(data))
+    _assert_outcome(worker.load(path), REFUSED, 'inside a cycle of containers')
+
+
 # --- allocation: bounded by the file's size -----------------------------------------------
 
 @pytest.mark.parametrize('body', [
