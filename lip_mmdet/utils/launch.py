@@ -13,6 +13,7 @@ import ast
 import datetime
 import os
 import os.path as osp
+import re
 import sys
 from copy import deepcopy
 
@@ -34,8 +35,9 @@ from .preflight import (
 )
 
 __all__ = [
-    'OnceFormattedConfig', 'build_runner', 'check_train_config', 'load_test_config',
-    'load_train_config', 'test_main', 'test_parser', 'train_main', 'train_parser'
+    'CONFIG_EXTENSIONS', 'OnceFormattedConfig', 'build_runner', 'check_checkpoint_fits',
+    'check_train_config', 'checkpoint_fit', 'load_test_config', 'load_train_config',
+    'parse_cfg_options', 'test_main', 'test_parser', 'train_main', 'train_parser'
 ]
 
 _CFG_OPTIONS_HELP = (
@@ -45,10 +47,41 @@ _CFG_OPTIONS_HELP = (
     'train_dataloader.dataset.pipeline.2.scale="(640,640)". No spaces inside a value.')
 
 
+#: The file types mmengine's ``Config.fromfile`` reads.
+CONFIG_EXTENSIONS = ('.py', '.json', '.yaml', '.yml')
+
+
+class _CfgOptions(argparse.Action):
+    """Collects the ``KEY=VALUE`` words of ``--cfg-options``; :func:`_load_config` parses
+    them (mmengine's ``DictAction``, which meets a word without '=' with a traceback), so a
+    malformed word becomes one error message."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *values])
+
+
+def parse_cfg_options(words):
+    """``--cfg-options`` words as the dict mmengine's ``DictAction`` makes of them.
+
+    Raises:
+        PreflightError: a word is not ``KEY=VALUE``.
+    """
+    for word in words:
+        key, sep, _ = word.partition('=')
+        if not sep or not key:
+            raise PreflightError(
+                f'--cfg-options takes KEY=VALUE words, and {word!r} is not one (e.g. '
+                'model.backbone.init_cfg=None or train_dataloader.batch_size=4)')
+    namespace = argparse.Namespace(cfg_options=None)
+    DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, namespace, words)
+    return namespace.cfg_options
+
+
 def _add_common_arguments(parser):
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
                         '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=_CFG_OPTIONS_HELP)
+    parser.add_argument('--cfg-options', nargs='+', action=_CfgOptions, metavar='KEY=VALUE',
+                        help=_CFG_OPTIONS_HELP)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (pytorch: torchrun)')
     # torch.distributed.launch passes --local-rank (newer) or --local_rank (older)
@@ -84,6 +117,9 @@ def test_parser():
                         help='seconds each image is shown with --show')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation '
                         '(the config\'s tta_model/tta_pipeline, or horizontal flip)')
+    parser.add_argument('--allow-partial-checkpoint', action='store_true',
+                        help='test even when the checkpoint does not give every weight of the '
+                        'model (the rest keep their initialisation)')
     _add_common_arguments(parser)
     return parser
 
@@ -120,14 +156,20 @@ def _load_config(args):
                              f'(absolute: {osp.abspath(args.config)})')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if not args.config.endswith(CONFIG_EXTENSIONS):
+        raise PreflightError(f'Config {args.config} is not a config file: mmengine reads '
+                             f'{", ".join(CONFIG_EXTENSIONS)} files')
+    options = parse_cfg_options(args.cfg_options) if args.cfg_options is not None else None
     _check_syntax(args.config)
     try:
         cfg = Config.fromfile(args.config)
     except SyntaxError as err:  # in a file _check_syntax could not reach
         raise PreflightError(f'Config {args.config}: {err}') from None
+    except OSError as err:  # a _base_ of a type mmengine does not read, or unreadable
+        raise PreflightError(f'Config {args.config}: {err}') from None
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    if options is not None:
+        cfg.merge_from_dict(options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -292,6 +334,94 @@ def _run(runner, step):
     return 0
 
 
+#: State-dict entries a checkpoint to test may lack: BatchNorm's count of the batches it was
+#: trained on, which only training reads (with ``momentum=None``).
+UNUSED_IN_TEST = ('num_batches_tracked', )
+
+# how Runner.load_checkpoint revises a checkpoint's keys before loading them
+_REVISE_KEYS = ((r'^module.', ''), )
+
+
+def _names(keys, limit=5):
+    more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def checkpoint_fit(model, checkpoint):
+    """How a loaded checkpoint fits ``model``: ``(missing, mismatched, unexpected)``.
+
+    ``missing``: the model's state-dict keys (but :data:`UNUSED_IN_TEST`) the checkpoint
+    lacks; ``mismatched``: ``'key (checkpoint shape vs model shape)'`` for keys whose shapes
+    differ, which mmengine skips; ``unexpected``: the checkpoint's keys the model lacks. Keys
+    are revised as ``Runner.load_checkpoint`` does; test-time augmentation and distributed
+    wrappers are looked through.
+    """
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    for pattern, replacement in _REVISE_KEYS:
+        state = {re.sub(pattern, replacement, str(k)): v for k, v in state.items()}
+    own = model.state_dict()
+    missing, mismatched = [], []
+    for key, value in own.items():
+        if key.rsplit('.', 1)[-1] in UNUSED_IN_TEST:
+            continue
+        if key not in state:
+            missing.append(key)
+        elif tuple(getattr(state[key], 'shape', ())) != tuple(value.shape):
+            mismatched.append(f'{key} ({"x".join(map(str, getattr(state[key], "shape", ())))} '
+                              f'vs {"x".join(map(str, value.shape))})')
+    unexpected = [key for key in state if key not in own]
+    return missing, mismatched, unexpected
+
+
+def check_checkpoint_fits(model, path, config, allow_partial=False):
+    """Raise :class:`PreflightError` unless the checkpoint ``path`` gives every weight of
+    ``model`` the test evaluates.
+
+    "Every" because a test evaluates the model as a whole: one weight or running statistic
+    left at its initialisation makes the reported accuracy that of a partly random model, not
+    of the checkpoint (mmengine loads what fits and only logs the rest). BatchNorm's
+    ``num_batches_tracked``, which evaluation does not read, may be missing.
+
+    Args:
+        model (nn.Module): the Runner's model.
+        path (str): the checkpoint (path, URL or mmengine prefix).
+        config (str): the config file, for the message.
+        allow_partial (bool): only warn (on stderr), as ``--allow-partial-checkpoint`` asks.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    try:
+        checkpoint = _load_checkpoint(path, map_location='cpu', logger='silent')
+    except CHECKPOINT_ERRORS as err:
+        raise PreflightError(f'Checkpoint to test: {err}') from None
+    missing, mismatched, unexpected = checkpoint_fit(model, checkpoint)
+    if not missing and not mismatched:
+        return
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} weights of the model are not in it ({_names(missing)})')
+    if mismatched:
+        parts.append(f'{len(mismatched)} have another shape ({_names(mismatched)})')
+    if unexpected:
+        parts.append(f'{len(unexpected)} of its keys are not in the model '
+                     f'({_names(unexpected)})')
+    summary = '; '.join(parts)
+    if allow_partial:
+        print(f'warning: checkpoint {path} loads partly into the model of {config}: {summary}. '
+              'The rest keep their initialisation (--allow-partial-checkpoint).',
+              file=sys.stderr)
+        return
+    raise PreflightError(
+        f'Checkpoint to test {path} does not fit the model of {config}: {summary}. Testing it '
+        'would evaluate those weights at their initialisation. Check that the config is the '
+        'one the checkpoint was trained with, or pass --allow-partial-checkpoint to test it '
+        'anyway.')
+
+
 def check_train_config(cfg):
     """Preflight checks of a training config; raises PreflightError naming the problem."""
     check_amp(cfg)
@@ -329,6 +459,8 @@ def test_main(argv=None):
         check_checkpoint(cfg.load_from, 'checkpoint to test')
         check_work_dir(cfg.work_dir)
         runner = build_runner(cfg)
+        check_checkpoint_fits(runner.model, cfg.load_from, args.config,
+                              allow_partial=args.allow_partial_checkpoint)
     except PreflightError as err:
         return _fail(err)
     if args.out is not None:

@@ -143,9 +143,15 @@ def _download_problem(url):
 
 def _usable(path, role, name=None):
     """Raise :class:`PreflightError` unless the local file ``path`` loads (allow-list, not
-    damaged); tensors are memory-mapped, not read. ``name``: how the message names it."""
+    damaged). ``name``: how the message names it.
+
+    The file is loaded the way the Runner will load it, tensors read: a memory-mapped load
+    takes another path through torch (it cannot map a compressed record, and it slices the
+    mapped file by offsets where the real load reads each record), so it could refuse a file
+    the real load accepts, or accept one it refuses.
+    """
     try:
-        load_checkpoint_file(path, map_location='cpu', mmap=True, name=name)
+        load_checkpoint_file(path, map_location='cpu', name=name)
     except CHECKPOINT_ERRORS as err:
         raise PreflightError(f'{role.capitalize()}: {err}') from None
 
@@ -175,8 +181,8 @@ def _check_remote(path, role):
 def check_checkpoint(path, role):
     """Raise :class:`PreflightError` unless the checkpoint ``path`` can be had and loaded.
 
-    A local file must exist and load with the allow-list (tensors are memory-mapped, not
-    read). A URL or ``torchvision://`` / ``open-mmlab://`` / ``mmcls://`` name must resolve and
+    A local file must exist and load with the allow-list, as the Runner would load it. A URL
+    or ``torchvision://`` / ``open-mmlab://`` / ``mmcls://`` name must resolve and
     be in the torch hub cache (then it is checked like a local file) or downloadable now.
     ``pavi://`` and ``s3://`` paths are left to their clients.
 

@@ -215,3 +215,96 @@ def test_converter_script(tmp_path, monkeypatch, capfd):
     code = run_as_script('model_converters/lip2mmdet.py', [tmp_path, tmp_path / 'out.pth'],
                          monkeypatch)
     assert_clean_failure(code, capfd.readouterr().err, 'is a directory')
+
+
+# --- the edges of the command lines -------------------------------------------------------
+
+@pytest.mark.parametrize('main', [train_main, lambda argv: run_test_tool([*argv, 'x.pth'])],
+                         ids=['train', 'test'])
+def test_config_of_a_type_mmengine_does_not_read(main, tmp_path, capsys):
+    config = tmp_path / 'model.cfg'
+    config.write_text("model = dict(type='RetinaNet')\n")
+    _one_message(capsys, main([str(config)]), f'Config {config} is not a config file', '.py')
+
+
+@pytest.mark.parametrize('main, positional', [(train_main, []), (run_test_tool, ['x.pth'])],
+                         ids=['train', 'test'])
+def test_cfg_option_without_a_value(main, positional, capsys):
+    code = main([str(RETINA_LIP_R50), *positional, '--cfg-options',
+                 'train_dataloader.batch_size=2', 'novalue'])
+    _one_message(capsys, code, "--cfg-options takes KEY=VALUE words, and 'novalue' is not one")
+
+
+def test_show_pooling_with_a_refused_checkpoint(tmp_path, capsys):
+    from PIL import Image
+
+    marker = tmp_path / 'marker'
+    ckpt = save_payload(tmp_path / 'model.pth', marker)
+    image = tmp_path / 'image.png'
+    Image.new('RGB', (64, 64)).save(image)
+    code = tool_main('analysis/show_pooling.py')([
+        str(REPO / 'configs' / 'demo' / 'faster_rcnn_lip_r18_demo.py'), str(ckpt), '--images',
+        str(image), '--out-dir', str(tmp_path / 'out')])
+    _one_message(capsys, code, f'Refusing to load checkpoint {ckpt}')
+    assert not marker.exists() and not (tmp_path / 'out').exists()
+
+
+# --- a checkpoint that does not fit the model ---------------------------------------------
+
+def _run_test_tool(ckpt, options, tmp_path, *flags):
+    """tools/test.py on ``ckpt``. Its Runner is built, and named after the test: mmengine
+    names a run by config and second, and gives a second Runner of that name the first one's
+    logger, which writes to the previous test's closed output."""
+    return run_test_tool([str(RETINA_LIP_R50), str(ckpt), '--work-dir', str(tmp_path / 'w'),
+                          *flags, '--cfg-options', *options,
+                          f'experiment_name={tmp_path.name}'])
+
+
+def _model_state(options):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from lip_mmdet.utils.launch import load_test_config, test_parser
+
+    register_all_modules(init_default_scope=False)
+    cfg = load_test_config(test_parser().parse_args(
+        [str(RETINA_LIP_R50), 'x.pth', '--cfg-options', *options]))
+    return MODELS.build(cfg.model).state_dict()
+
+
+def test_test_tool_refuses_a_checkpoint_that_fits_nothing(options, tmp_path, capsys):
+    ckpt = tmp_path / 'classifier.pth'
+    torch.save({'state_dict': {'fc.weight': torch.zeros(10, 4), 'fc.bias': torch.zeros(10)}},
+               ckpt)
+    code = _run_test_tool(ckpt, options, tmp_path)
+    err = _one_message(capsys, code, f'Checkpoint to test {ckpt} does not fit the model',
+                       'weights of the model are not in it', 'backbone.conv1.weight',
+                       '2 of its keys are not in the model (fc.weight, fc.bias)',
+                       '--allow-partial-checkpoint')
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_test_tool_refuses_a_checkpoint_missing_one_weight(options, tmp_path, capsys):
+    state = _model_state(options)
+    dropped = 'bbox_head.retina_cls.weight'
+    state.pop(dropped)
+    state['backbone.conv1.weight'] = torch.zeros(1)
+    # BatchNorm's batch counters are not evaluated: a checkpoint may lack them
+    state = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
+    ckpt = tmp_path / 'partial.pth'
+    torch.save({'state_dict': state}, ckpt)
+    code = _run_test_tool(ckpt, options, tmp_path)
+    err = _one_message(capsys, code, f'1 weights of the model are not in it ({dropped})',
+                       '1 have another shape (backbone.conv1.weight (1 vs 64x3x7x7))')
+    assert 'num_batches_tracked' not in err
+
+
+def test_test_tool_tests_a_partial_checkpoint_when_asked(options, tmp_path, capsys):
+    state = _model_state(options)
+    state.pop('bbox_head.retina_cls.weight')
+    ckpt = tmp_path / 'partial.pth'
+    torch.save({'state_dict': state}, ckpt)
+    code = _run_test_tool(ckpt, options, tmp_path, '--allow-partial-checkpoint')
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert 'warning: checkpoint' in err and 'bbox_head.retina_cls.weight' in err

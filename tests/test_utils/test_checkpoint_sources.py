@@ -117,6 +117,39 @@ def test_scheme_registered_by_another_package_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_scheme_registered_after_import_is_refused(tmp_path):
+    marker = tmp_path / 'marker'
+    path = save_payload(tmp_path / 'p.pth', marker)
+
+    def unpickle_anything(filename, map_location=None):
+        return torch.load(filename.split('://', 1)[1], weights_only=False)
+
+    CheckpointLoader.register_scheme('later://', loader=unpickle_anything)
+    try:
+        with pytest.raises(UnsafeCheckpointError, match='later://'):
+            _load_checkpoint(f'later://{path}')
+    finally:
+        del CheckpointLoader._schemes['later://']
+    assert not marker.exists()
+
+
+def test_our_scheme_registered_again_by_another_package_stays_ours(offline_homes, tmp_path):
+    marker = tmp_path / 'marker'
+    save_payload(offline_homes['hub'] / 'weights-0a1b2c3d.pth', marker)
+    ours = CheckpointLoader._schemes['https://']
+
+    def unpickle_anything(filename, map_location=None):
+        return torch.load(hub_cache_file(filename), weights_only=False)
+
+    CheckpointLoader.register_scheme('https://', loader=unpickle_anything, force=True)
+    try:
+        with pytest.raises(UnsafeCheckpointError, match='weights-0a1b2c3d.pth'):
+            _load_checkpoint('https://example.invalid/models/weights-0a1b2c3d.pth')
+    finally:
+        CheckpointLoader.register_scheme('https://', loader=ours, force=True)
+    assert not marker.exists()
+
+
 def test_missing_download_says_where_to_put_the_file(offline_homes):
     url = resolve_checkpoint_url('torchvision://resnet50')
     assert url == 'https://download.pytorch.org/models/resnet50-0676ba61.pth'

@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from lip_mmdet.evaluation.compare import run_names  # noqa: E402
+from lip_mmdet.utils import CHECKPOINT_ERRORS  # noqa: E402
 from lip_mmdet.visualization import load_pooling_history, plot_pooling_runs  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
         return 2
     try:
         runs = [load_pooling_history(r) for r in args.runs]
-    except FileNotFoundError as err:
+    except (FileNotFoundError, *CHECKPOINT_ERRORS) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     for name, run in zip(names, runs):

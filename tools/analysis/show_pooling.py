@@ -17,6 +17,7 @@ import sys
 # runs from a checkout without PYTHONPATH or an installed lip_mmdet
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from lip_mmdet.utils import CHECKPOINT_ERRORS  # noqa: E402
 from lip_mmdet.visualization import show_pooling  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
             return 2
     try:
         written = show_pooling(args.config, args.checkpoint, args.images, args.out_dir)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, *CHECKPOINT_ERRORS) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     for path in written:
