@@ -23,9 +23,10 @@ demo: setup
 	@$(VENV_PY) tools/run_demo.py
 
 # A long fuzz campaign of the ops and the checkpoint loader: the suite's fuzz tests with fresh
-# random cases, LIP_MMDET_FUZZ_EXAMPLES per test (default 20000); prints how many ran.
+# random cases, LIP_MMDET_FUZZ_EXAMPLES per test (default 20000; 1% of it for the Triton
+# interpreter's), tests spread over the workers one by one; prints how many ran.
 fuzz: setup
-	@HYPOTHESIS_PROFILE=fuzz $(VENV_PY) -m pytest -n auto --maxprocesses 4 --dist loadfile \
+	@HYPOTHESIS_PROFILE=fuzz $(VENV_PY) -m pytest -n auto --maxprocesses 4 --dist load \
 		-m fuzz --hypothesis-show-statistics tests
 
 # The CPU kernels built with AddressSanitizer + UndefinedBehaviorSanitizer under the op test
