@@ -361,6 +361,7 @@ def checkpoint_fit(model, checkpoint):
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = state if isinstance(state, dict) else {}  # a checkpoint of something else
     for pattern, replacement in _REVISE_KEYS:
         state = {re.sub(pattern, replacement, str(k)): v for k, v in state.items()}
     own = model.state_dict()
