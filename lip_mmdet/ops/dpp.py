@@ -35,8 +35,8 @@ from .pool_args import (
     Pads,
     as_pads,
     check_feature_map,
-    check_grad,
     check_index_range,
+    check_output_like,
     check_param,
     check_window,
     compute_dtype,
@@ -96,6 +96,15 @@ def _check_dpp_window(kernel_size, stride, padding):
     return kernel, step, as_pads(pad)
 
 
+def _check_map_and_window(x, kernel_size, stride, padding):
+    """Checks ``x`` and a DPP window on it; returns ``((kernel, stride, pads), (Ho, Wo))``."""
+    check_feature_map(x, 'x')
+    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
+    return (kernel, step, pads), out_size
+
+
 def _channel_param(value, name, channels):
     """:func:`dpp2d`'s per-channel parameter, (C,) or one value shared by all channels, as a
     (C,) view (the ops take exactly (C,))."""
@@ -131,28 +140,16 @@ def check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding, bac
     Returns:
         ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
     """
-    check_feature_map(x, 'x')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
-    check_feature_map(guide, 'guide')
+    (kernel, step, pads), out_size = _check_map_and_window(x, kernel_size, stride, padding)
     expected = (*x.shape[:2], *out_size)
-    if tuple(guide.shape) != expected:
-        raise ValueError(f'guide must have the output shape {expected}, got '
-                         f'{tuple(guide.shape)}')
-    if guide.dtype != x.dtype:
-        raise TypeError(f'x and guide must have the same dtype, got {x.dtype} and '
-                        f'{guide.dtype}')
-    if guide.device != x.device:
-        raise ValueError(f'x and guide must be on the same device, got {x.device} and '
-                         f'{guide.device}')
+    check_output_like(x, guide, 'guide', expected)
     check_param(x, alpha, 'alpha', x.shape[1:2])
     check_param(x, lam, 'lam', x.shape[1:2])
     if not isinstance(asym, bool):
         raise TypeError(f'asym must be a bool, got {asym!r}')
     check_backend(x, backend, kernel)
     if grad is not None:
-        check_grad(x, grad, expected)
+        check_output_like(x, grad, 'grad', expected)
     return (kernel, step, pads), out_size
 
 
@@ -350,10 +347,7 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     under 'auto'/'cpu_kernel', windows up to 3x3 use the filter guide op with box taps (its
     fused kernel beats ``F.avg_pool2d`` on CPU); otherwise ``F.avg_pool2d``.
     """
-    check_feature_map(x, 'x')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    check_index_range(x.shape[2], x.shape[3], kernel, step, pads,
-                      pooled_size(x.shape[2], x.shape[3], kernel, step, pads))
+    (kernel, step, pads), _ = _check_map_and_window(x, kernel_size, stride, padding)
     check_backend(x, backend)
     if max(kernel) <= 3 and x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel'):
         box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
@@ -405,16 +399,13 @@ def check_filter_guide_args(x, weight, bias, kernel_size, stride, padding, backe
     Returns:
         ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
     """
-    check_feature_map(x, 'x')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
+    (kernel, step, pads), out_size = _check_map_and_window(x, kernel_size, stride, padding)
     channels = x.shape[1]
     check_param(x, weight, 'weight', (channels, 1, 3, 3))
     check_param(x, bias, 'bias', (channels, ))
     check_backend(x, backend)
     if grad is not None:
-        check_grad(x, grad, (*x.shape[:2], *out_size))
+        check_output_like(x, grad, 'grad', (*x.shape[:2], *out_size))
     return (kernel, step, pads), out_size
 
 

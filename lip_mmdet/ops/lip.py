@@ -33,8 +33,8 @@ from .native import pooling_cpu_library, run_kernel
 from .pool_args import (
     IntPair,
     check_feature_map,
-    check_grad,
     check_index_range,
+    check_output_like,
     check_output_size,
     check_same_layout,
     check_window,
@@ -140,7 +140,7 @@ def check_lip_args(x, logit, kernel_size, stride, padding, backend, grad=None):
     check_index_range(x.shape[2], x.shape[3], kernel, step, pad, out_size)
     check_backend(x, backend, kernel)
     if grad is not None:
-        check_grad(x, grad, (*x.shape[:2], *out_size))
+        check_output_like(x, grad, 'grad', (*x.shape[:2], *out_size))
     return (kernel, step, pad), out_size
 
 

@@ -21,7 +21,7 @@ Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
            'Pads', 'as_pads', 'check_output_size', 'pooled_size', 'window_views',
            'compute_dtype', 'POOLING_DTYPES', 'INDEX_MAX', 'check_index_range',
-           'check_param', 'check_grad', 'is_int']
+           'check_param', 'check_output_like', 'is_int']
 
 #: The dtypes every backend computes: half types in float32, the others in their own. The
 #: fused kernels exist for float32 and float64 only, so any other dtype (float8, ...) must
@@ -103,6 +103,10 @@ def check_same_layout(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
     if other.shape != x.shape:
         raise ValueError(f'x and {name} must have the same shape, got {tuple(x.shape)} and '
                          f'{tuple(other.shape)}')
+    _check_dtype_and_device(x, other, name)
+
+
+def _check_dtype_and_device(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
     if other.dtype != x.dtype:
         raise TypeError(f'x and {name} must have the same dtype, got {x.dtype} and {other.dtype}')
     if other.device != x.device:
@@ -110,18 +114,14 @@ def check_same_layout(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
                          f'{other.device}')
 
 
-def check_grad(x: torch.Tensor, grad, out_shape) -> None:
-    """Raises unless ``grad`` (an output gradient) has shape ``out_shape`` and ``x``'s dtype
-    and device."""
-    _check_tensor(grad, 'grad')
-    if tuple(grad.shape) != tuple(out_shape):
-        raise ValueError(f'grad must have the output shape {tuple(out_shape)}, got '
-                         f'{tuple(grad.shape)}')
-    if grad.dtype != x.dtype:
-        raise TypeError(f'x and grad must have the same dtype, got {x.dtype} and {grad.dtype}')
-    if grad.device != x.device:
-        raise ValueError(f'x and grad must be on the same device, got {x.device} and '
-                         f'{grad.device}')
+def check_output_like(x: torch.Tensor, tensor, name: str, out_shape) -> None:
+    """Raises unless ``tensor`` (a DPP guide, an output gradient) has the op's output shape
+    ``out_shape`` and ``x``'s dtype and device."""
+    _check_tensor(tensor, name)
+    if tuple(tensor.shape) != tuple(out_shape):
+        raise ValueError(f'{name} must have the output shape {tuple(out_shape)}, got '
+                         f'{tuple(tensor.shape)}')
+    _check_dtype_and_device(x, tensor, name)
 
 
 def check_param(x: torch.Tensor, value, name: str, shape) -> None:
