@@ -1,4 +1,5 @@
 """Pooling ops: LIP (``lip2d``) and the DPP family (``dpp2d`` and its guides, S3 sampling)."""
+from . import onnx_export  # noqa: F401  (registers the ops' ONNX translations)
 from .dispatch import POOLING_BACKENDS
 from .dpp import (
     DPP_EPS_SQUARED,
