@@ -1,228 +1,130 @@
 """ONNX export of the pooling ops with standard ONNX operators only.
 
-Importing :mod:`lip_mmdet.ops` registers a translation of every forward op for both of
+Importing :mod:`lip_mmdet.ops` registers one translation per forward op with both of
 ``torch.onnx.export``'s exporters, so a plain export call needs no extra argument:
 
-* ``dynamo=True`` (``torch.export`` + ONNX Script): each op gets a decomposition into ATen
-  ops in torch's global decomposition table (``torch._decomp.decomposition_table``). The
-  exporter's decomposition pass builds its table from that one (every entry whose op has no
-  ONNX function of its own), so it replaces the opaque op by those ATen ops and its ATen
-  library translates them. ``torch.export.export`` and ``torch.compile`` do not read the
-  global table (they use the core ATen and Inductor tables), so they keep the op.
-* ``dynamo=False`` (the TorchScript exporter, the one mmdeploy drives): a symbolic function
-  per op, registered with ``torch.onnx.register_custom_op_symbolic`` from opset
-  :data:`MIN_OPSET` on.
+* ``dynamo=False`` (the TorchScript exporter, the one mmdeploy drives): symbolic functions
+  registered with ``torch.onnx.register_custom_op_symbolic`` from opset :data:`MIN_OPSET` on.
+* ``dynamo=True`` (``torch.export`` + ONNX Script): the exporter builds its registry of ONNX
+  functions afresh for each call, from torch's ATen library and ONNX Script's, and takes
+  functions for other ops only from ``custom_translation_table``. The translations are added
+  to torch's library list when the exporter's registry module is first imported (a one-shot
+  import hook; at once if it already is), so they reach every export as
+  ``custom_translation_table`` entries would. :func:`onnx_translation_table` returns the same
+  functions for an explicit ``custom_translation_table=``. A decomposition into ATen ops in
+  torch's global decomposition table would also be found, but FakeTensor then prefers it to
+  the op's fake implementation for every symbolic-shape trace (``torch.compile`` included),
+  and the exporter's re-trace of the per-tap slices made a two-stage LIP-ResNet-18 export
+  take 14 s instead of about 1 s; so there is none.
 
-Both translations have the structure of the ops' PyTorch form:
+Both exporters run the same graph builders (:func:`build_lip2d`, :func:`build_dpp2d`,
+:func:`build_filter_guide`), written against a small node-building interface:
 
 * ``lip_mmdet::lip2d``: the logits padded with -inf, each window's maximum by ``MaxPool``,
   one strided ``Slice`` per window tap of the padded logits and features, and
   ``out = sum_t x_t exp(l_t - max) / sum_t exp(l_t - max)``. Every exponent is <= 0 and the
-  largest weight of a window is exactly 1, so a float16 engine cannot overflow (e^12, the
+  largest weight of each window is exactly 1, so a float16 engine cannot overflow (e^12, the
   gate's largest weight, is beyond float16's 65504) and no window sum underflows to 0.
   Padding taps get weight exp(-inf) = 0.
-* ``lip_mmdet::dpp2d``: one ``Slice`` per tap of the zero-padded features and of a padded
-  map of ones (the valid taps), then the op's shifted weights ``alpha e^-T + e^(t - T)``
-  (``T`` the window's largest ``t``): every exponent is <= 0, so a huge lambda cannot
-  overflow. Padding taps are left out of the mean, the maximum and both sums.
+* ``lip_mmdet::dpp2d``: one ``Slice`` per tap of the zero-padded features and of a padded map
+  of ones (the valid taps), then the op's shifted weights ``alpha e^-T + e^(t - T)`` (``T``
+  the window's largest ``t``): every exponent is <= 0, so a huge lambda cannot overflow.
+  Padding taps are left out of the mean, the extremes and both sums.
 * ``lip_mmdet::dpp_filter_guide`` (Full-DPP's guide, and Lite-DPP's box guide on CPU): a
-  depthwise ``Conv`` with the op's tap alignment.
+  depthwise 3x3 ``Conv`` with the op's tap alignment (or, where the graph does not know the
+  channel count, one ``Slice`` per filter tap).
 
 Output sizes come from the input's shape at run time (``Shape``, ``Slice`` bounds), so the
 height and width of an exported graph stay dynamic. What standard operators do not keep:
-half-precision inputs are computed in float16 by the graph, where the ops compute them in
-float32 (the shift keeps float16 finite, but its rounding is float16's).
+half-precision inputs are computed in their own dtype by the graph, where the ops compute
+them in float32 (the shift keeps float16 finite, but its rounding is float16's).
+
+Input-size-dependent padding (DPP's ``ceil_output``) reaches the ops as symbolic sizes under
+the dynamo exporter, which the translations take as graph values. The TorchScript tracer
+gives such a padding as 0-dim tensors, which a ``torch.library`` op cannot take: the DPP
+wrappers must route those calls through :func:`traced_dpp2d` and its siblings (see
+:func:`has_traced_sizes`).
 """
-from typing import Sequence
+import importlib.util
+import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from . import dpp as _dpp_ops  # the ops are defined before their translations register
+from . import dpp as _dpp_ops  # the ops exist before their translations register
 from . import lip as _lip_ops  # noqa: F401
 
-__all__ = ['MIN_OPSET', 'lip2d_export_form', 'dpp2d_export_form', 'filter_guide_export_form',
-           'register_onnx_translations', 'has_traced_sizes', 'traced_dpp2d',
-           'traced_dpp_box_guide', 'traced_dpp_filter_guide']
+__all__ = ['MIN_OPSET', 'build_lip2d', 'build_dpp2d', 'build_filter_guide',
+           'onnx_translation_table', 'register_onnx_translations', 'has_traced_sizes',
+           'traced_dpp2d', 'traced_dpp_box_guide', 'traced_dpp_filter_guide']
 
-#: Lowest opset the TorchScript translations are registered for: ``Slice`` with steps
-#: (opset 10) and ``Pad`` taking its pads as an input (opset 11).
-MIN_OPSET = 11
+#: Lowest opset the TorchScript translations are registered for (``CastLike``, which types
+#: the constants like the input, is opset 15).
+MIN_OPSET = 15
 
 _NEG_INF = float('-inf')
 _POS_INF = float('inf')
+_INT64_MAX = 2**63 - 1
 
 
 def _pads(padding) -> tuple:
-    """(top, bottom, left, right) from (ph, pw) or a 4-tuple (ints or traced sizes)."""
+    """(top, bottom, left, right) from (ph, pw) or a 4-tuple (ints or graph values)."""
     if len(padding) == 4:
         return tuple(padding)
     ph, pw = padding
     return ph, ph, pw, pw
 
 
-def _eps_squared() -> float:
-    return _dpp_ops.DPP_EPS_SQUARED
+# --- node building, one interface for both exporters ----------------------------------------
 
-
-# --- PyTorch forms (the dynamo exporter's decompositions) -----------------------------------
-
-def _taps(padded: torch.Tensor, kernel, stride, out_size):
-    """Strided views of a padded (N, C, H, W) map, one per window tap (row-major), each of
-    the output size."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    for i in range(kh):
-        for j in range(kw):
-            yield padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-
-
-def lip2d_export_form(x: torch.Tensor, logit: torch.Tensor, kernel: Sequence[int],
-                      stride: Sequence[int], padding: Sequence[int]) -> torch.Tensor:
-    """``lip2d`` as ATen ops an ONNX exporter translates: per-window max shift, one strided
-    slice per tap, padding taps weighted exp(-inf) = 0. Computes in the input's dtype."""
-    top, bottom, left, right = _pads(padding)
-    box = (left, right, top, bottom)
-    l_pad = F.pad(logit, box, value=_NEG_INF)
-    win_max = F.max_pool2d(l_pad, kernel, stride)
-    x_pad = F.pad(x, box)
-    out_size = win_max.shape[2:]
-    num = den = None
-    for xs, ls in zip(_taps(x_pad, kernel, stride, out_size),
-                      _taps(l_pad, kernel, stride, out_size)):
-        weight = torch.exp(ls - win_max)
-        num = xs * weight if num is None else num + xs * weight
-        den = weight if den is None else den + weight
-    return num / den
-
-
-def dpp2d_export_form(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor,
-                      lam: torch.Tensor, asym: bool, kernel: Sequence[int],
-                      stride: Sequence[int], pads: Sequence[int]) -> torch.Tensor:
-    """``dpp2d`` as ATen ops, the op's PyTorch form tap by tap: weights
-    ``alpha e^-T + e^(t - T)`` with every exponent <= 0, padding taps left out. The output
-    size is the guide's. Computes in the input's dtype."""
-    top, bottom, left, right = _pads(pads)
-    box = (left, right, top, bottom)
-    out_size = guide.shape[2:]
-    values = list(_taps(F.pad(x, box), kernel, stride, out_size))
-    ones = torch.ones_like(x[:1, :1])
-    valid = [v > 0 for v in _taps(F.pad(ones, box), kernel, stride, out_size)]
-    valid_f = [v.to(x.dtype) for v in valid]
-    half_lam = (lam.to(x.dtype) * 0.5).view(1, -1, 1, 1)
-    eps = _eps_squared()
-    penalty = []
-    for v in values:
-        deviation = v - guide
-        if asym:
-            deviation = torch.relu(deviation)
-        penalty.append(deviation * deviation + eps)
-    count = _sum(valid_f)
-    mean = _sum([p * m for p, m in zip(penalty, valid_f)]) / count
-    log_penalty = [p.log() for p in penalty]
-    highest = _fold(torch.maximum, [torch.where(m, lp, _NEG_INF)
-                                    for lp, m in zip(log_penalty, valid)])
-    lowest = _fold(torch.minimum, [torch.where(m, lp, _POS_INF)
-                                   for lp, m in zip(log_penalty, valid)])
-    top_log = torch.where(half_lam >= 0, highest, lowest)
-    log_mean = torch.minimum(torch.maximum(mean.log(), lowest), highest)
-    alpha_part = alpha.to(x.dtype).view(1, -1, 1, 1) * torch.exp(
-        -(half_lam * (top_log - log_mean)))
-    num = den = None
-    for v, lp, m, mf in zip(values, log_penalty, valid, valid_f):
-        weight = (alpha_part + torch.exp(torch.where(m, half_lam * (lp - top_log),
-                                                     _NEG_INF))) * mf
-        num = weight * v if num is None else num + weight * v
-        den = weight if den is None else den + weight
-    return num / den
-
-
-def _sum(terms):
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
-def _fold(fn, terms):
-    total = terms[0]
-    for term in terms[1:]:
-        total = fn(total, term)
-    return total
-
-
-def filter_guide_export_form(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                             kernel: Sequence[int], stride: Sequence[int],
-                             pads: Sequence[int]) -> torch.Tensor:
-    """``dpp_filter_guide`` as a depthwise convolution: the 3x3 filter centred on each window
-    (the op's alignment), over the input padded (negative pads crop) so that it gives the
-    pooling's output size exactly."""
-    top, bottom, left, right = _pads(pads)
-    (kh, kw), (sh, sw) = kernel, stride
-    height, width = x.shape[2:]
-    out_h = (height + top + bottom - kh) // sh + 1
-    out_w = (width + left + right - kw) // sw + 1
-    top_f, left_f = top + (3 - kh) // 2, left + (3 - kw) // 2
-    bottom_f = (out_h - 1) * sh + 3 - top_f - height
-    right_f = (out_w - 1) * sw + 3 - left_f - width
-    padded = F.pad(x, (left_f, right_f, top_f, bottom_f))
-    return F.conv2d(padded, weight.to(x.dtype), bias.to(x.dtype), stride=(sh, sw),
-                    groups=x.shape[1])
-
-
-def _lip2d_decomposition(x, logit, kernel, stride, padding, backend):
-    return lip2d_export_form(x, logit, kernel, stride, padding)
-
-
-def _dpp2d_decomposition(x, guide, alpha, lam, asym, kernel, stride, pads, backend):
-    return dpp2d_export_form(x, guide, alpha, lam, asym, kernel, stride, pads)
-
-
-def _filter_guide_decomposition(x, weight, bias, kernel, stride, pads, backend):
-    return filter_guide_export_form(x, weight, bias, kernel, stride, pads)
-
-
-# --- TorchScript symbolic functions ---------------------------------------------------------
-
-class _Onnx:
-    """Builds ONNX nodes in a TorchScript export graph ``g`` for tensors of ``like``'s dtype."""
-
-    def __init__(self, g, like):
-        self.g = g
-        self.like = like
-        self.dtype = like.type().dtype()
+class _Nodes:
+    """Builds ONNX nodes; subclasses bind it to an exporter."""
 
     def op(self, name, *inputs, **attrs):
-        return self.g.op(name, *inputs, **attrs)
+        raise NotImplementedError
 
     def ints(self, values):
-        return self.g.op('Constant', value_t=torch.tensor(list(values), dtype=torch.int64))
+        """A 1-D int64 constant."""
+        raise NotImplementedError
+
+    def static_dim(self, value, axis):
+        """``value``'s size along ``axis`` if the graph knows it, else None."""
+        raise NotImplementedError
+
+    def scalar_like(self, number, like):
+        return self.op('CastLike', self.op('Constant', value_float=float(number)), like)
 
     def int_vector(self, values):
         """A 1-D int64 tensor of ``values``, each an int or a scalar graph value."""
         if all(isinstance(v, int) for v in values):
             return self.ints(values)
         parts = [self.ints([v]) if isinstance(v, int) else
-                 self.op('Reshape', self.op('Cast', v, to_i=7), self.ints([1])) for v in values]
-        return self.op('Concat', *parts, axis_i=0)
+                 self.op('Reshape', self.op('Cast', v, to=7), self.ints([1])) for v in values]
+        return self.op('Concat', *parts, axis=0)
 
-    def scalar(self, value):
-        return self.g.op('Constant', value_t=torch.tensor(value, dtype=self.dtype))
+    def plus(self, value, number: int):
+        """``value + number`` for an int or a scalar graph value."""
+        if isinstance(value, int):
+            return value + number
+        return self.op('Add', self.op('Cast', value, to=7), self.ints([number]))
 
     def spatial_size(self, t):
         """int64 [H, W] of an (N, C, H, W) value."""
         return self.op('Slice', self.op('Shape', t), self.ints([2]), self.ints([4]))
 
     def pad(self, t, pads, fill=None):
-        """``t`` padded by (top, bottom, left, right) (ints or graph values) with ``fill``."""
+        """``t`` padded by (top, bottom, left, right) (ints or graph values, a negative one
+        crops) with zeros, or with the number ``fill``."""
         top, bottom, left, right = pads
         spec = self.int_vector([0, 0, top, left, 0, 0, bottom, right])
         if fill is None:
             return self.op('Pad', t, spec)
-        return self.op('Pad', t, spec, self.scalar(fill))
+        return self.op('Pad', t, spec, self.scalar_like(fill, t))
 
     def taps(self, padded, kernel, stride, out_hw):
-        """One strided ``Slice`` per window tap of ``padded``, each of the output size
-        ``out_hw`` (int64 [Ho, Wo])."""
+        """One strided ``Slice`` per window tap (row-major) of ``padded``, each of the output
+        size ``out_hw`` (int64 [Ho, Wo])."""
         steps = self.ints(stride)
         span = self.op('Add', self.op('Mul', self.op('Sub', out_hw, self.ints([1])), steps),
                        self.ints([1]))
@@ -239,20 +141,242 @@ class _Onnx:
             out = self.op(name, out, term)
         return out
 
-    def channel(self, param):
-        """A (C,) parameter as (1, C, 1, 1) in the compute dtype."""
-        cast = self.op('Cast', param, to_i=_onnx_type(self.dtype))
-        return self.op('Reshape', cast, self.ints([1, -1, 1, 1]))
+    def channel(self, param, like):
+        """A (C,) parameter as (1, C, 1, 1) in ``like``'s dtype."""
+        return self.op('Reshape', self.op('CastLike', param, like), self.ints([1, -1, 1, 1]))
 
 
-def _onnx_type(dtype: torch.dtype) -> int:
-    return {torch.float16: 10, torch.float32: 1, torch.float64: 11, torch.bfloat16: 16}[dtype]
+class _TorchScriptNodes(_Nodes):
+    """Nodes of a TorchScript export graph ``g`` (attribute names get their type suffix)."""
+
+    def __init__(self, g):
+        self.g = g
+
+    def op(self, name, *inputs, **attrs):
+        typed = {}
+        for key, value in attrs.items():
+            kind = 'f' if isinstance(value, float) else 'i'
+            typed[f'{key}_{kind}'] = value
+        return self.g.op(name, *inputs, **typed)
+
+    def ints(self, values):
+        return self.g.op('Constant', value_t=torch.tensor(list(values), dtype=torch.int64))
+
+    def scalar_like(self, number, like):
+        constant = self.g.op('Constant', value_t=torch.tensor(float(number)))
+        return self.g.op('CastLike', constant, like)
+
+    def static_dim(self, value, axis):
+        sizes = value.type().varyingSizes()
+        return None if sizes is None else sizes[axis]
 
 
-def _static_dim(value, axis):
-    """The size of ``value``'s dimension ``axis`` if the export graph knows it, else None."""
-    sizes = value.type().varyingSizes()
-    return None if sizes is None else sizes[axis]
+class _ScriptNodes(_Nodes):
+    """Nodes recorded by ONNX Script while the dynamo exporter traces a translation."""
+
+    def __init__(self):
+        import onnxscript
+        self.opset = onnxscript.opset18
+
+    def op(self, name, *inputs, **attrs):
+        out = getattr(self.opset, name)(*inputs, **attrs)
+        return out[0] if isinstance(out, tuple) else out  # MaxPool's optional indices
+
+    def ints(self, values):
+        return self.opset.Constant(value_ints=[int(v) for v in values])
+
+    def static_dim(self, value, axis):
+        shape = value.shape
+        if shape is None:
+            return None
+        dim = shape[axis]
+        return dim if isinstance(dim, int) else None
+
+
+# --- the graphs ----------------------------------------------------------------------------
+
+def build_lip2d(b: _Nodes, x, logit, kernel, stride, pads):
+    """LIP: -inf padded logits, ``MaxPool`` window maxima, one strided slice per tap,
+    ``sum x_t exp(l_t - max) / sum exp(l_t - max)``."""
+    l_pad = b.pad(logit, pads, _NEG_INF)
+    win_max = b.op('MaxPool', l_pad, kernel_shape=list(kernel), strides=list(stride))
+    x_pad = b.pad(x, pads)
+    out_hw = b.spatial_size(win_max)
+    nums, dens = [], []
+    for xs, ls in zip(b.taps(x_pad, kernel, stride, out_hw),
+                      b.taps(l_pad, kernel, stride, out_hw)):
+        weight = b.op('Exp', b.op('Sub', ls, win_max))
+        nums.append(b.op('Mul', xs, weight))
+        dens.append(weight)
+    return b.op('Div', b.total('Add', nums), b.total('Add', dens))
+
+
+def build_dpp2d(b: _Nodes, x, guide, alpha, lam, asym, kernel, stride, pads):
+    """DPP, tap by tap as the op's PyTorch form. The output size is the guide's, so only the
+    top and left padding shape the windows: the map is padded at the bottom and right by
+    ``kernel - 1``, the most any window reaches (the op refuses more), and the rows and
+    columns no window of the output reaches are never read."""
+    top, _, left, _ = pads
+    pads = (top, kernel[0] - 1, left, kernel[1] - 1)
+    out_hw = b.spatial_size(guide)
+    values = list(b.taps(b.pad(x, pads), kernel, stride, out_hw))
+    ones = b.op('Expand', b.scalar_like(1.0, x),
+                b.op('Concat', b.ints([1, 1]), b.spatial_size(x), axis=0))
+    valid_f = list(b.taps(b.pad(ones, pads), kernel, stride, out_hw))
+    zero = b.scalar_like(0.0, x)
+    valid = [b.op('Greater', v, zero) for v in valid_f]
+    half_lam = b.op('Mul', b.channel(lam, x), b.scalar_like(0.5, x))
+    eps = b.scalar_like(_dpp_ops.DPP_EPS_SQUARED, x)
+    penalty = []
+    for v in values:
+        deviation = b.op('Sub', v, guide)
+        if asym:
+            deviation = b.op('Relu', deviation)
+        penalty.append(b.op('Add', b.op('Mul', deviation, deviation), eps))
+    mean = b.op('Div', b.total('Add', [b.op('Mul', p, m) for p, m in zip(penalty, valid_f)]),
+                b.total('Add', valid_f))
+    log_penalty = [b.op('Log', p) for p in penalty]
+    neg_inf, pos_inf = b.scalar_like(_NEG_INF, x), b.scalar_like(_POS_INF, x)
+    highest = b.op('Max', *[b.op('Where', m, lp, neg_inf) for lp, m in zip(log_penalty, valid)])
+    lowest = b.op('Min', *[b.op('Where', m, lp, pos_inf) for lp, m in zip(log_penalty, valid)])
+    # the tap with the largest t: the largest penalty for lambda >= 0, the smallest below
+    top_log = b.op('Where', b.op('GreaterOrEqual', half_lam, zero), highest, lowest)
+    log_mean = b.op('Min', b.op('Max', b.op('Log', mean), lowest), highest)
+    t_max = b.op('Mul', half_lam, b.op('Sub', top_log, log_mean))
+    alpha_part = b.op('Mul', b.channel(alpha, x), b.op('Exp', b.op('Neg', t_max)))
+    nums, dens = [], []
+    for v, lp, m, mf in zip(values, log_penalty, valid, valid_f):
+        shifted = b.op('Where', m, b.op('Mul', half_lam, b.op('Sub', lp, top_log)), neg_inf)
+        weight = b.op('Mul', b.op('Add', alpha_part, b.op('Exp', shifted)), mf)
+        nums.append(b.op('Mul', weight, v))
+        dens.append(weight)
+    return b.op('Div', b.total('Add', nums), b.total('Add', dens))
+
+
+def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
+    """Full-DPP's guide: the input padded at the top and left by the window's padding plus
+    the filter's alignment (a negative amount crops) and at the bottom and right by enough
+    zeros, a depthwise 3x3 ``Conv`` at the window's stride, and the pooling's output size
+    ``(H + top + bottom - kernel) // stride + 1`` sliced (``bottom``/``right`` may be graph
+    values)."""
+    top, bottom, left, right = pads
+    (kh, kw), (sh, sw) = kernel, stride
+    top_f, left_f = b.plus(top, (3 - kh) // 2), b.plus(left, (3 - kw) // 2)
+    # Rows the filter reads below the input: at most the bottom padding (< kh) plus its own
+    # overhang; reading more zero rows only adds outputs that are sliced away.
+    extra_h, extra_w = max(0, 2 - (3 - kh) // 2), max(0, 2 - (3 - kw) // 2)
+    padded = b.pad(x, (top_f, extra_h, left_f, extra_w))
+    weight = b.op('CastLike', weight, x)
+    bias = b.channel(bias, x)
+    groups = b.static_dim(x, 1) or b.static_dim(weight, 0)  # one group per channel
+    if groups is not None:
+        out = b.op('Add', b.op('Conv', padded, weight, kernel_shape=[3, 3], strides=[sh, sw],
+                               group=groups), bias)
+    else:  # the channel count is unknown to the graph: one slice per filter tap
+        taps = b.op('Reshape', weight, b.ints([1, -1, 9, 1, 1]))
+        conv_hw = b.op('Add', b.op('Div', b.op('Sub', b.spatial_size(padded), b.ints([3, 3])),
+                                   b.ints([sh, sw])), b.ints([1]))
+        terms = [b.op('Mul', tap, b.op('Squeeze', b.op('Gather', taps, b.ints([k]), axis=2),
+                                       b.ints([2])))
+                 for k, tap in enumerate(b.taps(padded, (3, 3), (sh, sw), conv_hw))]
+        out = b.op('Add', b.total('Add', terms), bias)
+    padded_size = b.op('Add', b.spatial_size(x),
+                       b.op('Add', b.int_vector([top, left]), b.int_vector([bottom, right])))
+    out_hw = b.op('Add', b.op('Div', b.op('Sub', padded_size, b.ints([kh, kw])),
+                              b.ints([sh, sw])), b.ints([1]))
+    return b.op('Slice', out, b.ints([0, 0]), out_hw, b.ints([2, 3]))
+
+
+# --- dynamo exporter: ONNX Script translations ----------------------------------------------
+
+def _lip2d_onnx(x, logit, kernel, stride, padding, backend='auto'):
+    return build_lip2d(_ScriptNodes(), x, logit, list(kernel), list(stride), _pads(padding))
+
+
+def _dpp2d_onnx(x, guide, alpha, lam, asym, kernel, stride, pads, backend='auto'):
+    return build_dpp2d(_ScriptNodes(), x, guide, alpha, lam, bool(asym), list(kernel),
+                       list(stride), _pads(pads))
+
+
+def _filter_guide_onnx(x, weight, bias, kernel, stride, pads, backend='auto'):
+    return build_filter_guide(_ScriptNodes(), x, weight, bias, list(kernel), list(stride),
+                              _pads(pads))
+
+
+def onnx_translation_table() -> dict:
+    """``{op: translation}`` of every forward op, for
+    ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``.
+
+    Importing :mod:`lip_mmdet.ops` already gives the exporter these functions; an explicit
+    table takes precedence over them (the exporter tries custom entries first).
+    """
+    ops = torch.ops.lip_mmdet
+    return {ops.lip2d.default: _lip2d_onnx, ops.dpp2d.default: _dpp2d_onnx,
+            ops.dpp_filter_guide.default: _filter_guide_onnx}
+
+
+#: The exporter module whose import completes torch's ATen-to-ONNX library list.
+_EXPORTER_REGISTRY = 'torch.onnx._internal.exporter._registration'
+
+
+def _add_to_exporter_library() -> None:
+    """Appends the translations to the list torch's dynamo exporter builds each registry from
+    (as ``custom_translation_table`` entries: custom, tried first)."""
+    from torch.onnx._internal.exporter import _registration
+    from torch.onnx._internal.exporter._torchlib import _torchlib_registry
+
+    library = _torchlib_registry._registry
+    known = {id(meta.onnx_function) for meta in library}
+    for op, function in onnx_translation_table().items():
+        if id(function) not in known:
+            library.append(_registration.OnnxDecompMeta(
+                onnx_function=function, fx_target=op, signature=None, is_custom=True))
+
+
+def _add_to_exporter_library_safely() -> None:
+    try:
+        _add_to_exporter_library()
+    except Exception as err:  # a torch whose exporter is laid out differently
+        warnings.warn(f'lip_mmdet could not give its ONNX translations to the dynamo exporter '
+                      f'({type(err).__name__}: {err}); pass custom_translation_table='
+                      'lip_mmdet.ops.onnx_export.onnx_translation_table() to '
+                      'torch.onnx.export', stacklevel=2)
+
+
+class _AfterImport:
+    """``sys.meta_path`` finder that runs ``callback`` once, right after the module ``name``
+    has been executed by its own loader (it finds nothing itself)."""
+
+    def __init__(self, name, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        loader = getattr(spec, 'loader', None)
+        if loader is None or not hasattr(loader, 'exec_module'):
+            return spec
+        execute, callback = loader.exec_module, self.callback
+
+        def exec_module(module):
+            execute(module)
+            callback()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+# --- TorchScript exporter: symbolic functions ---------------------------------------------
+
+def _typed(out, like):
+    """``out`` typed with ``like``'s batch and channels: ONNX shape inference cannot follow a
+    ``Slice`` with computed ends, and a later depthwise ``Conv`` needs the channel count."""
+    sizes = like.type().varyingSizes()
+    if sizes is not None and len(sizes) == 4:
+        out.setType(like.type().with_sizes([sizes[0], sizes[1], None, None]))
+    return out
 
 
 def _const_ints(value):
@@ -265,178 +389,97 @@ def _const_bool(value) -> bool:
     return bool(symbolic_helper._get_const(value, 'b', 'asym'))
 
 
-def build_lip2d(b: _Onnx, x, logit, kernel, stride, pads):
-    """The LIP graph: -inf padded logits, ``MaxPool`` window maxima, one slice per tap."""
-    l_pad = b.pad(logit, pads, _NEG_INF)
-    win_max = b.op('MaxPool', l_pad, kernel_shape_i=list(kernel), strides_i=list(stride))
-    x_pad = b.pad(x, pads)
-    out_hw = b.spatial_size(win_max)
-    nums, dens = [], []
-    for xs, ls in zip(b.taps(x_pad, kernel, stride, out_hw),
-                      b.taps(l_pad, kernel, stride, out_hw)):
-        weight = b.op('Exp', b.op('Sub', ls, win_max))
-        nums.append(b.op('Mul', xs, weight))
-        dens.append(weight)
-    return b.op('Div', b.total('Add', nums), b.total('Add', dens))
-
-
-def build_dpp2d(b: _Onnx, x, guide, alpha, lam, asym, kernel, stride, pads):
-    """The DPP graph, tap by tap as :func:`dpp2d_export_form`; the output size is the
-    guide's, so only the top and left padding shape the windows (the bottom and right
-    padding may be any upper bound)."""
-    out_hw = b.spatial_size(guide)
-    values = list(b.taps(b.pad(x, pads), kernel, stride, out_hw))
-    ones = b.op('ConstantOfShape', b.op('Concat', b.ints([1, 1]), b.spatial_size(x), axis_i=0),
-                value_t=torch.tensor([1.0], dtype=b.dtype))
-    valid_f = list(b.taps(b.pad(ones, pads), kernel, stride, out_hw))
-    valid = [b.op('Greater', v, b.scalar(0.0)) for v in valid_f]
-    half_lam = b.op('Mul', b.channel(lam), b.scalar(0.5))
-    alpha = b.channel(alpha)
-    eps = b.scalar(_eps_squared())
-    penalty = []
-    for v in values:
-        deviation = b.op('Sub', v, guide)
-        if asym:
-            deviation = b.op('Relu', deviation)
-        penalty.append(b.op('Add', b.op('Mul', deviation, deviation), eps))
-    count = b.total('Add', valid_f)
-    mean = b.op('Div', b.total('Add', [b.op('Mul', p, m) for p, m in zip(penalty, valid_f)]),
-                count)
-    log_penalty = [b.op('Log', p) for p in penalty]
-    neg_inf, pos_inf = b.scalar(_NEG_INF), b.scalar(_POS_INF)
-    highest = b.op('Max', *[b.op('Where', m, lp, neg_inf) for lp, m in zip(log_penalty, valid)])
-    lowest = b.op('Min', *[b.op('Where', m, lp, pos_inf) for lp, m in zip(log_penalty, valid)])
-    top_log = b.op('Where', b.op('GreaterOrEqual', half_lam, b.scalar(0.0)), highest, lowest)
-    log_mean = b.op('Min', b.op('Max', b.op('Log', mean), lowest), highest)
-    t_max = b.op('Mul', half_lam, b.op('Sub', top_log, log_mean))
-    alpha_part = b.op('Mul', alpha, b.op('Exp', b.op('Neg', t_max)))
-    nums, dens = [], []
-    for v, lp, m, mf in zip(values, log_penalty, valid, valid_f):
-        shifted = b.op('Where', m, b.op('Mul', half_lam, b.op('Sub', lp, top_log)), neg_inf)
-        weight = b.op('Mul', b.op('Add', alpha_part, b.op('Exp', shifted)), mf)
-        nums.append(b.op('Mul', weight, v))
-        dens.append(weight)
-    return b.op('Div', b.total('Add', nums), b.total('Add', dens))
-
-
-def build_filter_guide(b: _Onnx, x, weight, bias, kernel, stride, pads):
-    """Full-DPP's guide: the input padded at the top/left by the window's padding plus the
-    filter's alignment (a negative amount crops), at the bottom/right by enough zeros, a
-    depthwise 3x3 ``Conv`` at the window's stride, and the pooling's output size sliced."""
-    top, bottom, left, right = pads
-    (kh, kw), (sh, sw) = kernel, stride
-    top_f, left_f = top + (3 - kh) // 2, left + (3 - kw) // 2
-    # Rows the filter reads below the input: at most the bottom padding (< kh) plus its own
-    # overhang; reading more zero rows only adds outputs that are sliced away.
-    extra_h, extra_w = max(0, 2 - (3 - kh) // 2), max(0, 2 - (3 - kw) // 2)
-    padded = b.pad(x, (max(top_f, 0), extra_h, max(left_f, 0), extra_w))
-    if top_f < 0 or left_f < 0:
-        padded = b.op('Slice', padded, b.ints([max(-top_f, 0), max(-left_f, 0)]),
-                      b.ints([2**62, 2**62]), b.ints([2, 3]))
-    groups = _static_dim(x, 1) or _static_dim(weight, 0)  # one group per channel
-    out = b.op('Conv', padded, b.op('Cast', weight, to_i=_onnx_type(b.dtype)),
-               b.op('Cast', bias, to_i=_onnx_type(b.dtype)), kernel_shape_i=[3, 3],
-               strides_i=[sh, sw], group_i=groups)
-    # Ho = (H + top + bottom - kh) // sh + 1, per axis, from the input's size at run time
-    size = b.spatial_size(x)
-    padded_size = b.op('Add', size, b.op('Add', b.int_vector([top, left]),
-                                           b.int_vector([bottom, right])))
-    out_hw = b.op('Add', b.op('Div', b.op('Sub', padded_size, b.ints([kh, kw])),
-                              b.ints([sh, sw])), b.ints([1]))
-    return b.op('Slice', out, b.ints([0, 0]), out_hw, b.ints([2, 3]))
-
-
 def _lip2d_symbolic(g, x, logit, kernel, stride, padding, backend):
-    return build_lip2d(_Onnx(g, x), x, logit, _const_ints(kernel), _const_ints(stride),
-                       _pads(_const_ints(padding)))
+    return _typed(build_lip2d(_TorchScriptNodes(g), x, logit, _const_ints(kernel),
+                              _const_ints(stride), _pads(_const_ints(padding))), x)
 
 
 def _dpp2d_symbolic(g, x, guide, alpha, lam, asym, kernel, stride, pads, backend):
-    return build_dpp2d(_Onnx(g, x), x, guide, alpha, lam, _const_bool(asym),
-                       _const_ints(kernel), _const_ints(stride), _pads(_const_ints(pads)))
+    return _typed(build_dpp2d(_TorchScriptNodes(g), x, guide, alpha, lam, _const_bool(asym),
+                              _const_ints(kernel), _const_ints(stride),
+                              _pads(_const_ints(pads))), x)
 
 
 def _filter_guide_symbolic(g, x, weight, bias, kernel, stride, pads, backend):
-    return build_filter_guide(_Onnx(g, x), x, weight, bias, _const_ints(kernel),
-                              _const_ints(stride), _pads(_const_ints(pads)))
+    return _typed(build_filter_guide(_TorchScriptNodes(g), x, weight, bias,
+                                     _const_ints(kernel), _const_ints(stride),
+                                     _pads(_const_ints(pads))), x)
 
 
-# --- traced input-size-dependent padding (TorchScript exporter) -----------------------------
+# --- TorchScript exporter: padding that depends on the traced input size --------------------
 
 def has_traced_sizes(padding) -> bool:
     """Whether ``padding`` holds sizes the TorchScript tracer follows (0-dim tensors).
 
     Under ``torch.onnx.export(..., dynamo=False)`` a module's ``x.shape[i]`` is such a
     tensor, so a padding computed from the input size (DPP's ``ceil_output``) reaches the
-    ops as tensors. A ``torch.library`` op cannot take them in an ``int[]`` argument (the
-    tracer asserts), so these calls go through :func:`traced_dpp2d` and its siblings, which
-    keep the computation in the exported graph.
+    ops' wrappers as tensors. A ``torch.library`` op cannot take them in an ``int[]``
+    argument (the tracer asserts), so those calls go through :func:`traced_dpp2d`,
+    :func:`traced_dpp_box_guide` and :func:`traced_dpp_filter_guide`, which keep the
+    padding's computation in the exported graph.
     """
     return (torch.jit.is_tracing() and isinstance(padding, (tuple, list))
             and any(isinstance(p, torch.Tensor) for p in padding))
 
 
-def _static(padding):
-    return tuple(int(p) for p in padding)
-
-
-def _size_input(padding) -> torch.Tensor:
+def _sizes_tensor(padding) -> torch.Tensor:
     """The 4 pads as one int64 tensor (traced sizes stay connected to the input's shape)."""
-    pads = _pads(padding)
     return torch.stack([p.to(torch.int64).reshape(()) if isinstance(p, torch.Tensor)
-                        else torch.tensor(p, dtype=torch.int64) for p in pads])
+                        else torch.tensor(int(p), dtype=torch.int64) for p in _pads(padding)])
 
 
-def _pads_from_value(b: _Onnx, value):
+def _graph_pads(b: _Nodes, value):
     """(top, bottom, left, right) as scalar graph values of a traced int64 [4] tensor,
-    clamped at 0 (a ceil-size padding is ``max(..., 0)``; the tracer keeps whichever side
-    of that max the export size took, so the graph takes it again)."""
-    value = b.op('Max', value, b.ints([0]))
-    return tuple(b.op('Gather', value, b.ints([i]), axis_i=0) for i in range(4))
+    clamped at 0: a ceil-size padding is ``max(..., 0)``, and the tracer records only the
+    side of that max the export size took."""
+    clamped = b.op('Max', value, b.ints([0]))
+    return tuple(b.op('Squeeze', b.op('Gather', clamped, b.ints([i]), axis=0), b.ints([0]))
+                 for i in range(4))
+
+
+def _window(kernel_size, stride):
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(int(i) for i in v)
+    return pair(kernel_size), pair(stride)
 
 
 class _TracedFilterGuide(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, pads, kernel, stride, backend):
-        return _dpp_ops.dpp_filter_guide(x, weight, bias, kernel, stride, _static(pads.tolist()),
-                                backend=backend)
+        return _dpp_ops.dpp_filter_guide(x, weight, bias, kernel, stride,
+                                         tuple(pads.tolist()), backend=backend)
 
     @staticmethod
     def symbolic(g, x, weight, bias, pads, kernel, stride, backend):
-        b = _Onnx(g, x)
-        return build_filter_guide(b, x, weight, bias, kernel, stride, _pads_from_value(b, pads))
+        b = _TorchScriptNodes(g)
+        return _typed(build_filter_guide(b, x, weight, bias, kernel, stride,
+                                         _graph_pads(b, pads)), x)
 
 
 class _TracedDpp2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, guide, alpha, lam, pads, reward, kernel, stride, backend):
-        return _dpp_ops.dpp2d(x, guide, alpha, lam, reward, kernel, stride, _static(pads.tolist()),
-                     backend=backend)
+        return _dpp_ops.dpp2d(x, guide, alpha, lam, reward, kernel, stride,
+                              tuple(pads.tolist()), backend=backend)
 
     @staticmethod
     def symbolic(g, x, guide, alpha, lam, pads, reward, kernel, stride, backend):
-        b = _Onnx(g, x)
-        return build_dpp2d(b, x, guide, alpha, lam, reward == 'asym', kernel, stride,
-                           _pads_from_value(b, pads))
-
-
-def _window(kernel_size, stride):
-    def pair(v):
-        return (v, v) if isinstance(v, int) else tuple(v)
-    return pair(kernel_size), pair(stride)
+        b = _TorchScriptNodes(g)
+        return _typed(build_dpp2d(b, x, guide, alpha, lam, reward == 'asym', kernel, stride,
+                                  _graph_pads(b, pads)), x)
 
 
 def traced_dpp2d(x, guide, alpha, lam, reward='asym', kernel_size=2, stride=2, padding=0, *,
                  backend='auto'):
     """:func:`lip_mmdet.ops.dpp2d` for a padding with traced sizes (see
-    :func:`has_traced_sizes`): the op runs on the sizes of the traced input, and the exported
-    graph computes the padding from the input's shape."""
+    :func:`has_traced_sizes`): the op runs on the traced input's sizes (all its checks
+    included) and the exported graph computes the padding from the input's shape."""
     channels = x.shape[1]
     alpha, lam = (t.reshape(-1).expand(channels) for t in (alpha, lam))
     kernel, step = _window(kernel_size, stride)
-    return _TracedDpp2d.apply(x, guide, alpha, lam, _size_input(padding), reward, kernel,
+    return _TracedDpp2d.apply(x, guide, alpha, lam, _sizes_tensor(padding), reward, kernel,
                               step, backend)
 
 
@@ -446,14 +489,14 @@ def traced_dpp_filter_guide(x, weight, bias, kernel_size=2, stride=2, padding=0,
     if bias is None:
         bias = weight.new_zeros(x.shape[1])
     kernel, step = _window(kernel_size, stride)
-    return _TracedFilterGuide.apply(x, weight, bias, _size_input(padding), kernel, step,
+    return _TracedFilterGuide.apply(x, weight, bias, _sizes_tensor(padding), kernel, step,
                                     backend)
 
 
 def traced_dpp_box_guide(x, kernel_size=2, stride=2, padding=0, *, backend='auto'):
     """:func:`lip_mmdet.ops.dpp_box_guide` for a padding with traced sizes: the filter guide
-    with box taps (for windows up to 3x3 the same values as the window mean; larger windows
-    take the mean over padded windows by ``F.avg_pool2d``, which the tracer follows)."""
+    with box taps (the window mean, zero padding counted, for windows up to 3x3), or the mean
+    of the padded map by ``F.avg_pool2d`` for larger windows (the tracer follows both)."""
     kernel, step = _window(kernel_size, stride)
     if max(kernel) > 3:
         top, bottom, left, right = _pads(padding)
@@ -468,22 +511,21 @@ _REGISTERED = []
 
 
 def register_onnx_translations() -> None:
-    """Registers the translations of every forward op with both exporters (once; importing
-    :mod:`lip_mmdet.ops` calls it)."""
+    """Registers the translations with both exporters (once; importing :mod:`lip_mmdet.ops`
+    calls it). Needs neither onnx nor onnxscript until an export runs."""
     if _REGISTERED:
         return
-    from torch._decomp import decomposition_table, register_decomposition
-
-    ops = torch.ops.lip_mmdet
-    pairs = ((ops.lip2d.default, _lip2d_decomposition, 'lip2d', _lip2d_symbolic),
-             (ops.dpp2d.default, _dpp2d_decomposition, 'dpp2d', _dpp2d_symbolic),
-             (ops.dpp_filter_guide.default, _filter_guide_decomposition, 'dpp_filter_guide',
-              _filter_guide_symbolic))
-    for op, decomposition, name, symbolic in pairs:
-        if op not in decomposition_table:
-            register_decomposition(op)(decomposition)
-        torch.onnx.register_custom_op_symbolic(f'lip_mmdet::{name}', symbolic, MIN_OPSET)
     _REGISTERED.append(True)
+    symbolics = (('lip2d', _lip2d_symbolic), ('dpp2d', _dpp2d_symbolic),
+                 ('dpp_filter_guide', _filter_guide_symbolic))
+    for name, symbolic in symbolics:
+        torch.onnx.register_custom_op_symbolic(f'lip_mmdet::{name}', symbolic, MIN_OPSET)
+    if _EXPORTER_REGISTRY in sys.modules:
+        _add_to_exporter_library_safely()
+    else:
+        sys.meta_path.insert(0, _AfterImport(_EXPORTER_REGISTRY,
+                                             _add_to_exporter_library_safely))
 
 
 register_onnx_translations()
+
