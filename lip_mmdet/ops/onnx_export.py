@@ -185,6 +185,38 @@ class _ScriptNodes(_Nodes):
     def ints(self, values):
         return self.opset.Constant(value_ints=[int(v) for v in values])
 
+    def pad(self, t, pads, fill=None):
+        """Padding without ``Pad``: the exporter builds opset 18 and converts it to an older
+        opset the user asks for, and ONNX's converter has no adapter for Pad-18 (it keeps
+        the file at 18). Constant blocks are concatenated (amounts may be graph values) and
+        a negative amount (an int) is a slice."""
+        top, bottom, left, right = pads
+        value = self.scalar_like(0.0 if fill is None else fill, t)
+        for axis, before, after in ((2, top, bottom), (3, left, right)):
+            if isinstance(before, int) and before < 0:
+                t = self.op('Slice', t, self.ints([-before]), self.ints([_INT64_MAX]),
+                            self.ints([axis]))
+                before = 0
+            if isinstance(after, int) and after < 0:
+                t = self.op('Slice', t, self.ints([0]), self.ints([after]), self.ints([axis]))
+                after = 0
+            parts = [self._block(t, axis, before, value), t, self._block(t, axis, after, value)]
+            parts = [p for p in parts if p is not None]
+            if len(parts) > 1:
+                t = self.op('Concat', *parts, axis=axis)
+        return t
+
+    def _block(self, t, axis, amount, value):
+        """``value`` in ``t``'s shape with ``amount`` rows (axis 2) or columns (axis 3)."""
+        if isinstance(amount, int) and amount == 0:
+            return None
+        shape = self.op('Shape', t)
+        parts = [self.op('Slice', shape, self.ints([0]), self.ints([axis])),
+                 self.int_vector([amount])]
+        if axis < 3:
+            parts.append(self.op('Slice', shape, self.ints([axis + 1]), self.ints([4])))
+        return self.op('Expand', value, self.op('Concat', *parts, axis=0))
+
     def static_dim(self, value, axis):
         shape = value.shape
         if shape is None:

@@ -65,7 +65,11 @@ def build_model(args):
     if 'model' not in cfg:
         raise PreflightError(f'Config {args.config} defines no model')
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(deployment.strip_pretrained(cfg.model))
+    try:
+        model = MODELS.build(deployment.strip_pretrained(cfg.model))
+    except Exception as err:  # the config's arguments: mmengine names the class and the cause
+        raise PreflightError(f'cannot build the model of {args.config}: '
+                             f'{type(err).__name__}: {err}') from None
     if model is None:
         raise PreflightError(f'Config {args.config}: model type {cfg.model.get("type")!r} '
                              'is not registered')
