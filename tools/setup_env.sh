@@ -82,7 +82,7 @@ fi
 begin "installing mmcv $MMCV_VERSION"
 "${PIP[@]}" -q --no-deps --force-reinstall "$wheel_dir"/mmcv-*.whl
 
-begin "installing mmdet 3.3.0 and lip_mmdet (editable)"
+begin "installing mmdet 3.3.0 and lip_mmdet (editable, with the test extras: onnx, onnxruntime, onnxscript, ...)"
 "${PIP[@]}" -q "mmdet==3.3.0" -e "$ROOT[tests]"
 
 # Triton kernels of the pooling ops (CUDA; the tests run them in Triton's CPU interpreter).
@@ -98,8 +98,11 @@ begin "checking the stack imports"
 import torch, mmcv, mmengine, mmdet
 from mmcv.ops import nms, RoIAlign  # noqa: F401  compiled ops present
 import lip_mmdet
+import numpy, onnx, onnxruntime, onnxscript
 print(f'[setup] torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, '
       f'mmdet {mmdet.__version__}, lip_mmdet {lip_mmdet.__version__}')
+print(f'[setup] numpy {numpy.__version__}, onnx {onnx.__version__}, onnxruntime '
+      f'{onnxruntime.__version__}, onnxscript {onnxscript.__version__}')
 EOF
 echo "$wanted" > "$STAMP"
 say "done"
