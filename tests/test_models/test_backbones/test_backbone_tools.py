@@ -26,3 +26,20 @@ def test_benchmark_backbone(tmp_path, capsys):
         assert entry['fwd'] > 0 and entry['fwd_bwd'] > 0 and entry['peak_fwd_bwd_mb'] >= 0
     assert report['results']['ResNet']['ratio']['fwd_bwd'] == 1
     assert 'LIPResNet' in capsys.readouterr().out
+
+
+def test_benchmark_backbone_in_onnxruntime(tmp_path, capsys):
+    # the TorchScript exporter takes a second per model, dynamo four (DPP's graphs are
+    # checked in tests/test_deployment)
+    out = tmp_path / 'bench_ort.json'
+    tool_main('analysis/benchmark_backbone.py')([
+        '--runtime', 'onnxruntime', '--exporter', 'torchscript', '--models', 'ResNet',
+        'LIPResNet', '--depth', '18', '--batch', '1', '--size', '32', '32', '--repeats', '1',
+        '--warmup', '0', '--threads', '1', '--out', str(out)])
+    report = json.loads(out.read_text())
+    assert report['runtime'].startswith('ONNX Runtime') and report['exporter'] == 'torchscript'
+    assert list(report['results']) == ['ResNet', 'LIPResNet']
+    for entry in report['results'].values():
+        assert entry['fwd'] > 0 and 'fwd_bwd' not in entry
+    assert report['results']['ResNet']['ratio']['fwd'] == 1
+    assert 'ONNX Runtime' in capsys.readouterr().out
