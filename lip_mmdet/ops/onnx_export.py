@@ -59,9 +59,9 @@ __all__ = ['MIN_OPSET', 'build_lip2d', 'build_dpp2d', 'build_filter_guide',
            'onnx_translation_table', 'register_onnx_translations', 'has_traced_sizes',
            'traced_dpp2d', 'traced_dpp_box_guide', 'traced_dpp_filter_guide']
 
-#: Lowest opset the TorchScript translations are registered for (``CastLike``, which types
-#: the constants like the input, is opset 15).
-MIN_OPSET = 15
+#: Lowest opset the TorchScript translations are registered for: ``Pad`` with its pads as an
+#: input and ``Slice`` with steps (mmdeploy exports at opset 11 by default).
+MIN_OPSET = 11
 
 _NEG_INF = float('-inf')
 _POS_INF = float('inf')
@@ -88,12 +88,20 @@ class _Nodes:
         """A 1-D int64 constant."""
         raise NotImplementedError
 
+    def scalar_int(self, value: int):
+        """A 0-D int64 constant (a ``Gather`` index that drops the axis)."""
+        return self.op('Reshape', self.ints([value]), self.ints([]))
+
     def static_dim(self, value, axis):
         """``value``'s size along ``axis`` if the graph knows it, else None."""
         raise NotImplementedError
 
     def scalar_like(self, number, like):
-        return self.op('CastLike', self.op('Constant', value_float=float(number)), like)
+        return self.cast_like(self.op('Constant', value_float=float(number)), like)
+
+    def cast_like(self, value, like):
+        """``value`` converted to ``like``'s element type."""
+        return self.op('CastLike', value, like)
 
     def int_vector(self, values):
         """A 1-D int64 tensor of ``values``, each an int or a scalar graph value."""
@@ -143,7 +151,7 @@ class _Nodes:
 
     def channel(self, param, like):
         """A (C,) parameter as (1, C, 1, 1) in ``like``'s dtype."""
-        return self.op('Reshape', self.op('CastLike', param, like), self.ints([1, -1, 1, 1]))
+        return self.op('Reshape', self.cast_like(param, like), self.ints([1, -1, 1, 1]))
 
 
 class _TorchScriptNodes(_Nodes):
@@ -163,12 +171,33 @@ class _TorchScriptNodes(_Nodes):
         return self.g.op('Constant', value_t=torch.tensor(list(values), dtype=torch.int64))
 
     def scalar_like(self, number, like):
-        constant = self.g.op('Constant', value_t=torch.tensor(float(number)))
-        return self.g.op('CastLike', constant, like)
+        dtype = _traced_dtype(like)
+        if dtype is None:
+            return self.cast_like(self.g.op('Constant', value_t=torch.tensor(float(number))),
+                                  like)
+        return self.g.op('Constant', value_t=torch.tensor(float(number), dtype=dtype))
+
+    def cast_like(self, value, like):
+        dtype = _traced_dtype(like)
+        if dtype is None:  # CastLike: opset 15
+            return self.g.op('CastLike', value, like)
+        return self.g.op('Cast', value, to_i=_ONNX_TYPES[dtype])
 
     def static_dim(self, value, axis):
         sizes = value.type().varyingSizes()
         return None if sizes is None else sizes[axis]
+
+
+_ONNX_TYPES = {torch.float16: 10, torch.float32: 1, torch.float64: 11, torch.bfloat16: 16}
+
+
+def _traced_dtype(value):
+    """The dtype the TorchScript graph records for ``value`` (None if it does not)."""
+    try:
+        dtype = value.type().dtype()
+    except RuntimeError:
+        return None
+    return dtype if dtype in _ONNX_TYPES else None
 
 
 class _ScriptNodes(_Nodes):
@@ -272,7 +301,7 @@ def build_dpp2d(b: _Nodes, x, guide, alpha, lam, asym, kernel, stride, pads):
     highest = b.op('Max', *[b.op('Where', m, lp, neg_inf) for lp, m in zip(log_penalty, valid)])
     lowest = b.op('Min', *[b.op('Where', m, lp, pos_inf) for lp, m in zip(log_penalty, valid)])
     # the tap with the largest t: the largest penalty for lambda >= 0, the smallest below
-    top_log = b.op('Where', b.op('GreaterOrEqual', half_lam, zero), highest, lowest)
+    top_log = b.op('Where', b.op('Not', b.op('Less', half_lam, zero)), highest, lowest)
     log_mean = b.op('Min', b.op('Max', b.op('Log', mean), lowest), highest)
     t_max = b.op('Mul', half_lam, b.op('Sub', top_log, log_mean))
     alpha_part = b.op('Mul', b.channel(alpha, x), b.op('Exp', b.op('Neg', t_max)))
@@ -298,7 +327,7 @@ def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
     # overhang; reading more zero rows only adds outputs that are sliced away.
     extra_h, extra_w = max(0, 2 - (3 - kh) // 2), max(0, 2 - (3 - kw) // 2)
     padded = b.pad(x, (top_f, extra_h, left_f, extra_w))
-    weight = b.op('CastLike', weight, x)
+    weight = b.cast_like(weight, x)
     bias = b.channel(bias, x)
     groups = b.static_dim(x, 1) or b.static_dim(weight, 0)  # one group per channel
     if groups is not None:
@@ -308,8 +337,7 @@ def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
         taps = b.op('Reshape', weight, b.ints([1, -1, 9, 1, 1]))
         conv_hw = b.op('Add', b.op('Div', b.op('Sub', b.spatial_size(padded), b.ints([3, 3])),
                                    b.ints([sh, sw])), b.ints([1]))
-        terms = [b.op('Mul', tap, b.op('Squeeze', b.op('Gather', taps, b.ints([k]), axis=2),
-                                       b.ints([2])))
+        terms = [b.op('Mul', tap, b.op('Gather', taps, b.scalar_int(k), axis=2))
                  for k, tap in enumerate(b.taps(padded, (3, 3), (sh, sw), conv_hw))]
         out = b.op('Add', b.total('Add', terms), bias)
     padded_size = b.op('Add', b.spatial_size(x),
@@ -465,8 +493,7 @@ def _graph_pads(b: _Nodes, value):
     clamped at 0: a ceil-size padding is ``max(..., 0)``, and the tracer records only the
     side of that max the export size took."""
     clamped = b.op('Max', value, b.ints([0]))
-    return tuple(b.op('Squeeze', b.op('Gather', clamped, b.ints([i]), axis=0), b.ints([0]))
-                 for i in range(4))
+    return tuple(b.op('Gather', clamped, b.scalar_int(i), axis=0) for i in range(4))
 
 
 def _window(kernel_size, stride):

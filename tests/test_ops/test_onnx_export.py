@@ -1,5 +1,6 @@
 """ONNX translations of the pooling ops: standard operators only, ONNX Runtime parity at sizes
-other than the export's, both exporters, opsets 17 and 18, float16 safety, traced paddings.
+other than the export's, both exporters, opsets 17 and 18 (and 11, mmdeploy's default, for
+TorchScript), float16 safety, traced paddings.
 
 Every case of an exporter and opset goes into one module (an "op zoo") exported once, so the
 exporters' fixed cost (about 2 s for dynamo) is paid once per file."""
@@ -74,7 +75,8 @@ def _input(*size, seed=0):
 
 
 @pytest.fixture(scope='module', params=[('dynamo', 18), ('dynamo', 17), ('torchscript', 18),
-                                        ('torchscript', 17)], ids=lambda p: f'{p[0]}-{p[1]}')
+                                        ('torchscript', 17), ('torchscript', 11)],
+                ids=lambda p: f'{p[0]}-{p[1]}')
 def zoo_file(request, tmp_path_factory):
     exporter, opset = request.param
     model = Zoo(small=opset < 18).eval()
