@@ -15,7 +15,7 @@ Importing :mod:`lip_mmdet.ops` registers one translation per forward op with bot
   torch's global decomposition table would also be found, but FakeTensor then prefers it to
   the op's fake implementation for every symbolic-shape trace (``torch.compile`` included),
   and the exporter's re-trace of the per-tap slices made a two-stage LIP-ResNet-18 export
-  take 14 s instead of about 1 s; so there is none.
+  take 14 s instead of about 3 s; so there is none.
 
 Both exporters run the same graph builders (:func:`build_lip2d`, :func:`build_dpp2d`,
 :func:`build_filter_guide`), written against a small node-building interface:
