@@ -1,7 +1,13 @@
-"""Every LIP-ResNet / DPP-ResNet variant exports with both exporters to standard ONNX operators
-and matches PyTorch in ONNX Runtime at input sizes other than the export's.
+"""Every LIP-ResNet / DPP-ResNet variant exports to standard ONNX operators and matches
+PyTorch in ONNX Runtime at input sizes other than the export's: every variant with the
+TorchScript exporter, and with the dynamo exporter every layer type (the shared LIP trunk,
+Lite and Full guides, S3DPP) and both DPP placements. The variants left out of the dynamo
+export differ from these by the reward (one Relu in the ops' graphs, which both exporters
+build with the same code and tests/test_ops/test_onnx_export.py checks for both rewards) or
+are LIP-ResNet-18, which the export tool's tests export with dynamo; a dynamo export costs
+about 2 s per variant.
 
-The variants keep one stage, of stride 2 (the stem pooling and the stage's first block carry
+The variants keep one stage of one block, of stride 2 (the stem pooling and that block carry
 every pooling placement), at width 16, with their pooling moved away from its initial
 average pooling (the zero-initialised logit convs, alpha, lambda and the Full-DPP filters
 perturbed with a fixed seed). All variants of an exporter go into one module exported once."""
@@ -46,6 +52,9 @@ VARIANTS = {
        for placement in ('after_add', 'replace_stride')},
     's3dpp_sym': dict(type='DPPResNet', depth=18, dpp_cfg=dict(type='S3DPP', reward='sym')),
 }
+# LIP-ResNet-18 goes through the dynamo exporter in tests/test_tools/test_export_onnx.py
+DYNAMO_VARIANTS = ['lip_r50', 'fulldpp_sym_after_add', 'litedpp_asym_replace_stride',
+                   's3dpp_sym']
 # 2x2 windows with a ceil-size bottom/right padding (see docs/deployment.md, "What the ops and
 # layers need"): exact once the DPP wrappers route traced paddings (TorchScript) and the
 # layers compute ceil(H / stride) without a negative floor division (dynamo).
@@ -55,6 +64,8 @@ CEIL_PADDED = {name for name in VARIANTS if name.endswith('replace_stride')}
 def perturbed(cfg):
     """The variant with its pooling away from average pooling, deterministically."""
     model = MODELS.build(dict(cfg, **SMALL))
+    for name in model.res_layers:  # the first block: the one that pools
+        del getattr(model, name)[1:]
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -115,7 +126,7 @@ def exported(request, tmp_path_factory):
     groups = {'ready': [n for n in VARIANTS if n not in CEIL_PADDED],
               'ceil_padded': sorted(CEIL_PADDED)}
     if exporter == 'dynamo':  # exports either way: one module, one exporter run
-        groups = {'all': list(VARIANTS)}
+        groups = {'all': DYNAMO_VARIANTS}
     result = {}
     for group, names in groups.items():
         model = Variants(names)
@@ -140,6 +151,8 @@ def _group(result, name):
 @pytest.mark.parametrize('name', list(VARIANTS))
 def test_variant_exports_to_standard_ops_and_matches_onnxruntime(exported, name):
     exporter, tmp, result = exported
+    if exporter == 'dynamo' and name not in DYNAMO_VARIANTS:
+        pytest.skip('covered by the variants exported with dynamo (see the module docstring)')
     model, path, runs = _group(result, name)
     if isinstance(path, Exception):
         if name in CEIL_PADDED and _needs_op_change(exporter, tmp):
