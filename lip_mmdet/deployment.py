@@ -16,6 +16,7 @@ head), which needs the proposals NMS picks.
 onnx and onnxruntime are imported only by the functions that need them.
 """
 import copy
+import logging
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -26,7 +27,7 @@ from torch import nn
 
 __all__ = ['EXPORTERS', 'PARITY_TOLERANCE', 'DenseTensorPath', 'export_onnx',
            'non_standard_nodes', 'onnxruntime_outputs', 'onnxruntime_runs',
-           'onnxruntime_session', 'largest_relative_difference',
+           'onnxruntime_session', 'file_opset', 'largest_relative_difference',
            'flatten_outputs', 'exportable_part', 'UnsupportedModelError', 'parity',
            'strip_pretrained']
 
@@ -131,21 +132,28 @@ def export_onnx(model: nn.Module, inputs: Tuple[torch.Tensor, ...], path: str, *
     names = list(input_names or [f'input_{i}' if i else 'input' for i in range(len(inputs))])
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        # the tracer's warnings on Python values taken from sizes, and the exporters' notes
-        warnings.simplefilter('ignore')
-        if exporter == 'dynamo':
-            shapes = None
-            if dynamic:
-                dim = torch.export.Dim.DYNAMIC
-                shapes = tuple({2: dim, 3: dim} for _ in inputs)
-            torch.onnx.export(model, tuple(inputs), path, dynamo=True, opset_version=opset,
-                              input_names=names, dynamic_shapes=shapes, verbose=False,
-                              external_data=False, optimize=optimize)
-        else:
-            axes = {name: {2: 'height', 3: 'width'} for name in names} if dynamic else None
-            torch.onnx.export(model, tuple(inputs), path, dynamo=False, opset_version=opset,
-                              input_names=names, dynamic_axes=axes)
+    # the dynamo exporter logs a warning per torchvision op it skips (torchvision is absent)
+    registry_log = logging.getLogger('torch.onnx._internal.exporter._registration')
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # the tracer's warnings on Python values taken from sizes, the exporters' notes
+            warnings.simplefilter('ignore')
+            if exporter == 'dynamo':
+                shapes = None
+                if dynamic:
+                    dim = torch.export.Dim.DYNAMIC
+                    shapes = tuple({2: dim, 3: dim} for _ in inputs)
+                torch.onnx.export(model, tuple(inputs), path, dynamo=True, opset_version=opset,
+                                  input_names=names, dynamic_shapes=shapes, verbose=False,
+                                  external_data=False, optimize=optimize)
+            else:
+                axes = {name: {2: 'height', 3: 'width'} for name in names} if dynamic else None
+                torch.onnx.export(model, tuple(inputs), path, dynamo=False,
+                                  opset_version=opset, input_names=names, dynamic_axes=axes)
+    finally:
+        registry_log.setLevel(level)
     return path
 
 
@@ -169,6 +177,14 @@ def non_standard_nodes(path: str) -> List[str]:
     for function in model.functions:
         found.append(f'{function.domain}::{function.name} (a function)')
     return sorted(set(found))
+
+
+def file_opset(path: str) -> int:
+    """The default-domain opset version the file imports."""
+    import onnx
+
+    imports = onnx.load(path, load_external_data=False).opset_import
+    return next(o.version for o in imports if o.domain in STANDARD_DOMAINS)
 
 
 def onnxruntime_session(path: str, threads: int = 1):

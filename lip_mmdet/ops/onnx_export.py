@@ -20,9 +20,9 @@ Importing :mod:`lip_mmdet.ops` registers one translation per forward op with bot
 Both exporters run the same graph builders (:func:`build_lip2d`, :func:`build_dpp2d`,
 :func:`build_filter_guide`), written against a small node-building interface:
 
-* ``lip_mmdet::lip2d``: the logits padded with -inf, each window's maximum by ``MaxPool``,
-  one strided ``Slice`` per window tap of the padded logits and features, and
-  ``out = sum_t x_t exp(l_t - max) / sum_t exp(l_t - max)``. Every exponent is <= 0 and the
+* ``lip_mmdet::lip2d``: each window's maximum by ``MaxPool`` (which leaves its padding
+  out), one ``Slice`` per window tap of the zero-padded features and the -inf padded logits,
+  and ``out = sum_t x_t exp(l_t - max) / sum_t exp(l_t - max)``. Every exponent is <= 0 and the
   largest weight of each window is exactly 1, so a float16 engine cannot overflow (e^12, the
   gate's largest weight, is beyond float16's 65504) and no window sum underflows to 0.
   Padding taps get weight exp(-inf) = 0.
@@ -33,6 +33,11 @@ Both exporters run the same graph builders (:func:`build_lip2d`, :func:`build_dp
 * ``lip_mmdet::dpp_filter_guide`` (Full-DPP's guide, and Lite-DPP's box guide on CPU): a
   depthwise 3x3 ``Conv`` with the op's tap alignment (or, where the graph does not know the
   channel count, one ``Slice`` per filter tap).
+
+The taps of a window of stride s > 1 are unit-step slices of the padded map's s x s phases
+(``SpaceToDepth``): ONNX Runtime copies a strided ``Slice`` element by element, which made
+them the largest single cost of a LIP-ResNet-50 graph. The dynamo translations pad by
+concatenating constant blocks rather than with ``Pad`` (see :meth:`_ScriptNodes.pad`).
 
 Output sizes come from the input's shape at run time (``Shape``, ``Slice`` bounds), so the
 height and width of an exported graph stay dynamic. What standard operators do not keep:
@@ -54,6 +59,7 @@ import torch.nn.functional as F
 
 from . import dpp as _dpp_ops  # the ops exist before their translations register
 from . import lip as _lip_ops  # noqa: F401
+from .pool_args import as_pads  # (ph, pw) or (top, bottom, left, right), any element type
 
 __all__ = ['MIN_OPSET', 'build_lip2d', 'build_dpp2d', 'build_filter_guide',
            'onnx_translation_table', 'register_onnx_translations', 'has_traced_sizes',
@@ -66,14 +72,6 @@ MIN_OPSET = 11
 _NEG_INF = float('-inf')
 _POS_INF = float('inf')
 _INT64_MAX = 2**63 - 1
-
-
-def _pads(padding) -> tuple:
-    """(top, bottom, left, right) from (ph, pw) or a 4-tuple (ints or graph values)."""
-    if len(padding) == 4:
-        return tuple(padding)
-    ph, pw = padding
-    return ph, ph, pw, pw
 
 
 # --- node building, one interface for both exporters ----------------------------------------
@@ -386,17 +384,17 @@ def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
 # --- dynamo exporter: ONNX Script translations ----------------------------------------------
 
 def _lip2d_onnx(x, logit, kernel, stride, padding, backend='auto'):
-    return build_lip2d(_ScriptNodes(), x, logit, list(kernel), list(stride), _pads(padding))
+    return build_lip2d(_ScriptNodes(), x, logit, list(kernel), list(stride), as_pads(padding))
 
 
 def _dpp2d_onnx(x, guide, alpha, lam, asym, kernel, stride, pads, backend='auto'):
     return build_dpp2d(_ScriptNodes(), x, guide, alpha, lam, bool(asym), list(kernel),
-                       list(stride), _pads(pads))
+                       list(stride), as_pads(pads))
 
 
 def _filter_guide_onnx(x, weight, bias, kernel, stride, pads, backend='auto'):
     return build_filter_guide(_ScriptNodes(), x, weight, bias, list(kernel), list(stride),
-                              _pads(pads))
+                              as_pads(pads))
 
 
 def onnx_translation_table() -> dict:
@@ -487,19 +485,19 @@ def _const_bool(value) -> bool:
 
 def _lip2d_symbolic(g, x, logit, kernel, stride, padding, backend):
     return _typed(build_lip2d(_TorchScriptNodes(g), x, logit, _const_ints(kernel),
-                              _const_ints(stride), _pads(_const_ints(padding))), x)
+                              _const_ints(stride), as_pads(_const_ints(padding))), x)
 
 
 def _dpp2d_symbolic(g, x, guide, alpha, lam, asym, kernel, stride, pads, backend):
     return _typed(build_dpp2d(_TorchScriptNodes(g), x, guide, alpha, lam, _const_bool(asym),
                               _const_ints(kernel), _const_ints(stride),
-                              _pads(_const_ints(pads))), x)
+                              as_pads(_const_ints(pads))), x)
 
 
 def _filter_guide_symbolic(g, x, weight, bias, kernel, stride, pads, backend):
     return _typed(build_filter_guide(_TorchScriptNodes(g), x, weight, bias,
                                      _const_ints(kernel), _const_ints(stride),
-                                     _pads(_const_ints(pads))), x)
+                                     as_pads(_const_ints(pads))), x)
 
 
 # --- TorchScript exporter: padding that depends on the traced input size --------------------
@@ -521,7 +519,7 @@ def has_traced_sizes(padding) -> bool:
 def _sizes_tensor(padding) -> torch.Tensor:
     """The 4 pads as one int64 tensor (traced sizes stay connected to the input's shape)."""
     return torch.stack([p.to(torch.int64).reshape(()) if isinstance(p, torch.Tensor)
-                        else torch.tensor(int(p), dtype=torch.int64) for p in _pads(padding)])
+                        else torch.tensor(int(p), dtype=torch.int64) for p in as_pads(padding)])
 
 
 def _graph_pads(b: _Nodes, value):
@@ -594,7 +592,7 @@ def traced_dpp_box_guide(x, kernel_size=2, stride=2, padding=0, *, backend='auto
     of the padded map by ``F.avg_pool2d`` for larger windows (the tracer follows both)."""
     kernel, step = _window(kernel_size, stride)
     if max(kernel) > 3:
-        top, bottom, left, right = _pads(padding)
+        top, bottom, left, right = as_pads(padding)
         return F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, step)
     box = _dpp_ops.dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
     return traced_dpp_filter_guide(x, box, None, kernel, step, padding, backend=backend)

@@ -56,6 +56,7 @@ def test_backbone_config_and_checkpoint(export_tool, tmp_path, capsys):
                         '--opset', '17'])
     out = capsys.readouterr().out
     assert code == 0 and len(_differences(out)) == 1 and max(_differences(out)) <= 1e-4, out
+    assert 'dynamo exporter, opset 17,' in out
 
 
 def test_verify_fails_above_the_tolerance(export_tool, tmp_path, capsys):

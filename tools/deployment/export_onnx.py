@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     path = deployment.export_onnx(model, (x, ), args.out, exporter=args.exporter,
                                   opset=args.opset, dynamic=args.dynamic)
     size = 'HxW' if args.dynamic else 'x'.join(map(str, args.shape))
-    print(f'wrote {path} ({args.exporter} exporter, opset {args.opset}, input 1x3x{size})')
+    print(f'wrote {path} ({args.exporter} exporter, opset {deployment.file_opset(path)}, '
+          f'input 1x3x{size})')
     others = deployment.non_standard_nodes(path)
     if others:
         print(f'error: {path} holds operators outside the standard ONNX domains: '
