@@ -108,11 +108,12 @@ def tiny_coco(short_tmp_path):
     )
 
 
-#: Files that train, compile or start processes (15 s or more each on a 2-core machine), in
-#: decreasing run time. pytest-xdist (``--dist loadfile``) hands out whole files in collection
-#: order, so these go first and the short files fill the workers' ends.
+#: Files that train, compile, export to ONNX or start processes (15 s or more each on a 2-core
+#: machine), in decreasing run time. pytest-xdist (``--dist loadfile``) hands out whole files in
+#: collection order, so these go first and the short files fill the workers' ends.
 _LONG_FILES = ('test_train_test_tools.py', 'test_analysis_tools.py', 'test_compile.py',
                'test_triton.py', 'test_configs.py', 'test_user_errors.py',
+               'test_onnx_export.py', 'test_backbone_export.py', 'test_export_onnx.py',
                'test_backbone_small_inputs.py', 'test_run_demo.py')
 
 
