@@ -203,10 +203,18 @@ def test_traced_size_padding_stays_dynamic_under_torchscript(full, tmp_path):
         assert largest_relative_difference([model(x)], [out]) <= TOLERANCE, size
 
 
-def test_translation_table_names_every_forward_op():
+def test_translation_table_names_every_forward_op_and_exports(tmp_path):
+    """The explicit ``custom_translation_table`` (the fallback the docs name) exports too."""
     table = onnx_export.onnx_translation_table()
     ops = torch.ops.lip_mmdet
     assert set(table) == {ops.lip2d.default, ops.dpp2d.default, ops.dpp_filter_guide.default}
+    x, logit = _input(9, 9), _input(9, 9, seed=1)
+    path = str(tmp_path / 'table.onnx')
+    torch.onnx.export(LipModule(), (x, logit), path, dynamo=True, verbose=False,
+                      custom_translation_table=table, optimize=False)
+    assert non_standard_nodes(path) == []
+    out = onnxruntime_outputs(path, (x, logit))[0]
+    assert largest_relative_difference([lip2d(x, logit)], [out]) <= TOLERANCE
 
 
 def test_translations_and_deployment_import_onnx_packages_only_where_used():
