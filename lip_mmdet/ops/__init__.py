@@ -10,6 +10,7 @@ from .dpp import (
     dpp_filter_guide,
     dpp_same_padding,
     dpp_window_weights,
+    filter_guide_multiply_adds,
     s3_sample,
 )
 from .lip import SHIFT_RANGE, lip2d, lip2d_naive, lip_window_weights
@@ -20,5 +21,5 @@ __all__ = [
     'native_enabled',
     'dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init', 'dpp_same_padding',
     's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED', 'lip_window_weights',
-    'dpp_window_weights'
+    'dpp_window_weights', 'filter_guide_multiply_adds'
 ]

@@ -31,6 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .dpp import DPP_EPS_SQUARED, check_dpp_args
+from .lip import check_lip_args
+
 __all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
            'launch_lip2d_forward', 'launch_lip2d_backward', 'launch_dpp2d_forward',
            'launch_dpp2d_backward']
@@ -38,9 +41,8 @@ __all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
 _BLOCK = 128
 # CUDA's limit on a grid's x dimension, the one the kernels launch over.
 _MAX_PROGRAMS = 2**31 - 1
-# DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this module lazily); kernels may
-# read only constexpr globals.
-_EPS_SQUARED = tl.constexpr(1e-3)
+# Kernels may read only constexpr globals.
+_EPS_SQUARED = tl.constexpr(DPP_EPS_SQUARED)
 
 
 def _grid(total):
@@ -182,9 +184,10 @@ def _lip_backward_kernel(x_ptr, l_ptr, shift_ptr, scale_ptr, out_ptr, gx_ptr, gl
     tl.store(gl_ptr + offs, grad_l.to(gl_ptr.dtype.element_ty), mask=mask)
 
 
-def _window_args(x, logit, out_size, stride, padding):
-    """(C, H, W, HO, WO, x strides, logit strides, SH, SW, PH, PW) for the LIP kernels."""
-    return (*x.shape[1:], *out_size, *x.stride(), *logit.stride(), *stride, *padding)
+def _window_args(x, logit, out_size, stride, pads):
+    """(C, H, W, HO, WO, x strides, logit strides, SH, SW, PT, PL) for the LIP kernels (the
+    bottom and right padding only set the output size)."""
+    return (*x.shape[1:], *out_size, *x.stride(), *logit.stride(), *stride, pads[0], pads[2])
 
 
 def _accumulator(dtype):
@@ -193,37 +196,36 @@ def _accumulator(dtype):
                                                                        tl.float32)
 
 
-def lip2d_forward(x, logit, kernel, stride, padding):
+def lip2d_forward(x, logit, kernel, stride, pads):
     """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous); arguments as
-    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs), validated first."""
-    from .lip import check_lip_args
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton')
+    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs, pads (top, bottom, left,
+    right)), validated first."""
+    window, out_size = check_lip_args(x, logit, kernel, stride, pads, 'triton')
     return launch_lip2d_forward(x, logit, *window, out_size)
 
 
-def lip2d_backward(x, logit, grad, kernel, stride, padding):
+def lip2d_backward(x, logit, grad, kernel, stride, pads):
     """(grad_x, grad_logit) in ``x.dtype`` (contiguous); arguments as
     ``torch.ops.lip_mmdet.lip2d_backward``, validated first."""
-    from .lip import check_lip_args
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton', grad)
+    window, out_size = check_lip_args(x, logit, kernel, stride, pads, 'triton', grad)
     return launch_lip2d_backward(x, logit, grad, *window, out_size)
 
 
-def launch_lip2d_forward(x, logit, kernel, stride, padding, out_size):
+def launch_lip2d_forward(x, logit, kernel, stride, pads, out_size):
     """:func:`lip2d_forward` on arguments the op has validated (``out_size``: (Ho, Wo))."""
     out = x.new_empty((*x.shape[:2], *out_size))
     _lip_forward_kernel[_grid(out.numel())](
-        x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, padding),
+        x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, pads),
         KH=kernel[0], KW=kernel[1], BLOCK=_BLOCK, ACC=_accumulator(x.dtype)[1])
     return out
 
 
-def launch_lip2d_backward(x, logit, grad, kernel, stride, padding, out_size):
+def launch_lip2d_backward(x, logit, grad, kernel, stride, pads, out_size):
     """:func:`lip2d_backward` on arguments the op has validated."""
     grad = grad.contiguous()
     stats_dtype, acc = _accumulator(x.dtype)
     stats = [torch.empty(grad.shape, dtype=stats_dtype, device=x.device) for _ in range(3)]
-    window = _window_args(x, logit, out_size, stride, padding)
+    window = _window_args(x, logit, out_size, stride, pads)
     _lip_window_stats_kernel[_grid(grad.numel())](
         x, logit, grad, *stats, grad.numel(), *window, KH=kernel[0], KW=kernel[1],
         BLOCK=_BLOCK, ACC=acc)
@@ -425,22 +427,22 @@ def _dpp_params(alpha, lam, dtype):
 def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
     """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); arguments as
     ``torch.ops.lip_mmdet.dpp2d`` (alpha, lam: (C,)), validated first."""
-    from .dpp import check_dpp_args
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton')
-    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
+    window, out_size = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads,
+                                      'triton')
+    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window, out_size)
 
 
 def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
     """Gradients (x, guide, alpha, lam), each in its input's dtype; arguments as
     ``torch.ops.lip_mmdet.dpp2d_backward``, validated first."""
-    from .dpp import check_dpp_args
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton',
-                               grad)
-    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+    window, out_size = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads,
+                                      'triton', grad)
+    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window, out_size)
 
 
-def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
-    """:func:`dpp2d_forward` on arguments the op has validated."""
+def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads, out_size):
+    """:func:`dpp2d_forward` on arguments the op has validated (``out_size``, the guide's,
+    is the launch's size)."""
     out = guide.new_empty(guide.shape)
     acc_dtype, acc = _accumulator(x.dtype)
     _dpp_forward_kernel[_grid(out.numel())](
@@ -450,7 +452,7 @@ def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
     return out
 
 
-def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads, out_size):
     """:func:`dpp2d_backward` on arguments the op has validated."""
     acc_dtype, acc = _accumulator(x.dtype)
     params = _dpp_params(alpha, lam, acc_dtype)

@@ -175,16 +175,12 @@ def test_compiles_without_graph_breaks():
 # The kernels' module is loaded from its file: it needs torch and triton only, and the
 # package's own import (mmdet, mmengine) would triple the process's run time.
 _COMPILE_FOR_CUDA = '''
-import importlib.util
-import sys
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-spec = importlib.util.spec_from_file_location('triton_pooling', sys.argv[1])
-kernels = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kernels)
+from lip_mmdet.ops import triton_pooling as kernels
 
 window = dict(KH=3, KW=3, BLOCK=128)
 for kernel, options in [
