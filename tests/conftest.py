@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def _detection_stack_blocked() -> bool:
+    """Whether this run blocks mmdet, mmengine and mmcv (``-p without_detection_stack``)."""
+    plugin = sys.modules.get('without_detection_stack')
+    return plugin is not None and plugin.stack_blocked()
+
+
 @pytest.fixture(autouse=True)
 def _process_state_of_this_test(request):
     """Each test starts from the same process-wide state, whatever ran before it in its worker.
@@ -59,11 +66,12 @@ def _process_state_of_this_test(request):
     """
     # imported here: pytest-xdist's controller process loads this file and runs no test
     import torch
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
+    if not _detection_stack_blocked():
+        from mmengine.logging import MMLogger
+        from mmengine.registry import init_default_scope
 
-    init_default_scope('mmdet')
-    MMLogger.get_instance(f'test {request.node.nodeid}')
+        init_default_scope('mmdet')
+        MMLogger.get_instance(f'test {request.node.nodeid}')
     yield
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(False)
@@ -113,7 +121,7 @@ def tiny_coco(short_tmp_path):
 #: order, so these go first and the short files fill the workers' ends.
 _LONG_FILES = ('test_train_test_tools.py', 'test_analysis_tools.py', 'test_compile.py',
                'test_triton.py', 'test_configs.py', 'test_user_errors.py',
-               'test_backbone_small_inputs.py', 'test_run_demo.py')
+               'test_backbone_small_inputs.py', 'test_run_demo.py', 'test_torch_only.py')
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,5 @@
-"""The op boundary shared by the pooling ops: backends, per-call implementation choice, and one
-autograd design for every op.
+"""The op boundary shared by the pooling ops: one skeleton for every custom op
+(:func:`define_op`), backends, per-call implementation choice, and one autograd design.
 
 Each pooling op is a ``torch.library.custom_op`` (namespace ``lip_mmdet``) with a fake
 implementation, so ``torch.compile`` and ``torch.export`` see one opaque node per call whose

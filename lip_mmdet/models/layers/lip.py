@@ -11,23 +11,22 @@ the logits are. The logit norms must still run there (torch's InstanceNorm refus
 pixel): they use :class:`InstanceNorm2dAnySize`, whose output on one pixel is the limit of the
 normalisation, its bias.
 
-Only :class:`SimplifiedLIP` stands on its own (in place of any 3x3/s2/p1 pooling); it is
-registered in :data:`lip_mmdet.registry.MODELS`. :class:`BottleneckShared` and
-:class:`BottleneckLIP` work as a pair inside a LIP bottleneck and are not registered.
+Only :class:`SimplifiedLIP` stands on its own (in place of any 3x3/s2/p1 pooling; with
+mmdet installed it is registered in :data:`lip_mmdet.registry.MODELS`).
+:class:`BottleneckShared` and :class:`BottleneckLIP` work as a pair inside a LIP bottleneck
+and are not registered.
 
 ``window_weights(...)`` (same arguments as ``forward``) returns the normalised weights each
 layer pools with, (N, C, 9, ceil(H/2), ceil(W/2)), and ``importance(...)`` the per-pixel
 importance relative to average pooling, (N, C, H, W) (see ``pool_weights.py``).
 """
 from collections import OrderedDict
+from typing import Callable, Union
 
 import torch
-from mmcv.cnn import build_norm_layer
-from mmengine.model import constant_init, kaiming_init
 from torch import nn
 
 from lip_mmdet.ops import lip2d, lip_window_weights
-from lip_mmdet.registry import MODELS
 
 from .pool_weights import PoolingWeightsMixin
 
@@ -38,6 +37,8 @@ __all__ = ['SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP',
 BOTTLENECK_WIDTH = 128
 # Norm of the official logit modules: InstanceNorm with a learned affine.
 LIP_NORM_CFG = dict(type='IN', affine=True)
+# A norm: an mmcv norm config, or a callable building the norm for a channel count.
+NormSpec = Union[dict, Callable[[int], nn.Module]]
 
 
 class InstanceNorm2dAnySize(nn.InstanceNorm2d):
@@ -61,15 +62,43 @@ class InstanceNorm2dAnySize(nn.InstanceNorm2d):
 LIP_WINDOW = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
 
 
-def _norm(norm_cfg, channels) -> nn.Module:
-    norm = build_norm_layer(dict(LIP_NORM_CFG if norm_cfg is None else norm_cfg), channels)[1]
+def _norm(norm_cfg: NormSpec, channels: int) -> nn.Module:
+    """The norm of ``channels`` channels ``norm_cfg`` describes.
+
+    A callable is called with the channel count; an InstanceNorm config (``type='IN'`` or
+    ``'IN2d'``, mmcv's names, the default) is built here with torch alone; any other config
+    dict by mmcv's ``build_norm_layer``, so BN, SyncBN, GN... work as in mmdet's backbones.
+    An InstanceNorm becomes :class:`InstanceNorm2dAnySize` (same arguments and state).
+    """
+    if callable(norm_cfg):
+        norm = norm_cfg(channels)
+    else:
+        cfg = dict(LIP_NORM_CFG if norm_cfg is None else norm_cfg)
+        if cfg.get('type') in ('IN', 'IN2d'):
+            requires_grad = cfg.pop('requires_grad', True)
+            cfg.pop('type')
+            norm = nn.InstanceNorm2d(channels, **cfg)
+            for param in norm.parameters():
+                param.requires_grad = requires_grad
+        else:
+            try:
+                from mmcv.cnn import build_norm_layer
+            except ImportError as error:
+                raise ImportError(f'norm_cfg {cfg!r} needs mmcv (pip install mmcv); without '
+                                  'it, pass a callable that builds the norm from the channel '
+                                  'count') from error
+            norm = build_norm_layer(cfg, channels)[1]
     if type(norm) is nn.InstanceNorm2d:
         norm.__class__ = InstanceNorm2dAnySize  # same arguments and state, any map size
     return norm
 
 
 def _reset_norm(norm: nn.Module) -> None:
-    constant_init(norm, 1, bias=0)
+    """The identity map of a constant: weight 1, bias 0, fresh running statistics."""
+    if getattr(norm, 'weight', None) is not None:
+        nn.init.ones_(norm.weight)
+    if getattr(norm, 'bias', None) is not None:
+        nn.init.zeros_(norm.bias)
     if hasattr(norm, 'reset_running_stats') and getattr(norm, 'track_running_stats', False):
         norm.reset_running_stats()
 
@@ -107,7 +136,6 @@ def _reset_gated_logits(logits: nn.Sequential) -> None:
     _reset_norm(logits.bn)
 
 
-@MODELS.register_module()
 class SimplifiedLIP(PoolingWeightsMixin, nn.Module):
     """LIP whose logits come from its own input (stands where the stem max-pool stood).
 
@@ -115,7 +143,8 @@ class SimplifiedLIP(PoolingWeightsMixin, nn.Module):
 
     Args:
         channels (int): C, the channels of the input.
-        norm_cfg (dict): mmcv norm config; the child keeps the name ``bn`` (checkpoint keys
+        norm_cfg (dict | callable): the norm, an mmcv norm config or ``f(channels)`` (see
+            ``_norm``); the child keeps the name ``bn`` (checkpoint keys
             ``logit.conv.weight``, ``logit.bn.weight``, ``logit.bn.bias``).
 
     Shapes: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
@@ -124,7 +153,7 @@ class SimplifiedLIP(PoolingWeightsMixin, nn.Module):
     pool_kind = 'lip'
     pool_window = LIP_WINDOW
 
-    def __init__(self, channels: int, norm_cfg: dict = LIP_NORM_CFG):
+    def __init__(self, channels: int, norm_cfg: NormSpec = LIP_NORM_CFG):
         super().__init__()
         self.logit = _gated_logits(channels, channels, 3, norm_cfg)
         self.init_weights()
@@ -152,13 +181,14 @@ class BottleneckShared(nn.Module):
     Args:
         in_channels (int): channels of the block input.
         width (int): trunk channels (:data:`BOTTLENECK_WIDTH` in the official nets).
-        norm_cfg (dict): mmcv norm config (children ``bn1``, ``bn2``).
+        norm_cfg (dict | callable): the norms, as :class:`SimplifiedLIP` (children ``bn1``,
+            ``bn2``).
 
     Shapes: (N, in_channels, H, W) -> (N, width, H, W).
     """
 
     def __init__(self, in_channels: int, width: int = BOTTLENECK_WIDTH,
-                 norm_cfg: dict = LIP_NORM_CFG):
+                 norm_cfg: NormSpec = LIP_NORM_CFG):
         super().__init__()
         # Out-of-place ReLUs: an in-place ReLU after InstanceNorm makes Inductor fail with
         # dynamic shapes in training ("cannot determine truth value of Relational").
@@ -173,7 +203,7 @@ class BottleneckShared(nn.Module):
 
     def init_weights(self) -> None:
         for conv in (self.logit.conv1, self.logit.conv2):
-            kaiming_init(conv, mode='fan_out', nonlinearity='relu', distribution='normal')
+            nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
         for norm in (self.logit.bn1, self.logit.bn2):
             _reset_norm(norm)
 
@@ -189,8 +219,8 @@ class BottleneckLIP(PoolingWeightsMixin, nn.Module):
     Args:
         channels (int): C, the channels of the pooled input.
         width (int): channels of ``shared``, the trunk output.
-        norm_cfg (dict): mmcv norm config (children of ``postprocessing``: ``conv``, ``bn``,
-            ``gate``).
+        norm_cfg (dict | callable): the norm, as :class:`SimplifiedLIP` (children of
+            ``postprocessing``: ``conv``, ``bn``, ``gate``).
 
     Shapes: x (N, C, H, W), shared (N, width, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
@@ -199,7 +229,7 @@ class BottleneckLIP(PoolingWeightsMixin, nn.Module):
     pool_window = LIP_WINDOW
 
     def __init__(self, channels: int, width: int = BOTTLENECK_WIDTH,
-                 norm_cfg: dict = LIP_NORM_CFG):
+                 norm_cfg: NormSpec = LIP_NORM_CFG):
         super().__init__()
         self.width = width
         self.postprocessing = _gated_logits(width, channels, 1, norm_cfg)
