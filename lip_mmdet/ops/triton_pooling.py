@@ -60,6 +60,15 @@ def _masked_exp(ok, arg):
 
 
 @triton.jit
+def _program_block(total, C, H, W, BLOCK: tl.constexpr):
+    """This program's block of flat NCHW indices (int64) below ``total``: (offs, mask, n, c,
+    h, w)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    n, c, h, w = _unravel(offs, C, H, W)
+    return offs, offs < total, n, c, h, w
+
+
+@triton.jit
 def _unravel(offs, C, H, W):
     """(n, c, h, w) of flat NCHW indices (int64)."""
     w = offs % W
@@ -67,6 +76,17 @@ def _unravel(offs, C, H, W):
     h = rest % H
     rest = rest // H
     return rest // C, rest % C, h, w
+
+
+@triton.jit
+def _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide, ASYM: tl.constexpr,
+             ACC: tl.constexpr):
+    """(ok, value, deviation, penalty) of tap (i, j) of a DPP window (see
+    :func:`_window_tap`); 0 value at padding taps."""
+    h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
+    value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
+    deviation, penalty = _dpp_penalty(value, guide, ASYM)
+    return ok, value, deviation, penalty
 
 
 @triton.jit
@@ -127,9 +147,7 @@ def _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
 def _lip_forward_kernel(x_ptr, l_ptr, out_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh, sxw,
                         sln, slc, slh, slw, SH, SW, PH, PW, KH: tl.constexpr,
                         KW: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     _, den, num = _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
                                    sln, slc, slh, slw, SH, SW, PH, PW, KH, KW, BLOCK, ACC)
     tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=mask)
@@ -141,9 +159,7 @@ def _lip_window_stats_kernel(x_ptr, l_ptr, g_ptr, shift_ptr, scale_ptr, out_ptr,
                              KH: tl.constexpr, KW: tl.constexpr, BLOCK: tl.constexpr,
                              ACC: tl.constexpr):
     """Per output pixel: the shift, grad / den and the output (in ACC)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     shift, den, num = _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh,
                                        sxw, sln, slc, slh, slw, SH, SW, PH, PW, KH, KW, BLOCK,
                                        ACC)
@@ -160,9 +176,7 @@ def _lip_backward_kernel(x_ptr, l_ptr, shift_ptr, scale_ptr, out_ptr, gx_ptr, gl
                          ACC: tl.constexpr):
     """Per input pixel q: sum over windows p containing q of w_pq * scale_p (d/dx) and of
     w_pq * scale_p * (x_q - out_p) (d/dlogit), w_pq = exp(logit_q - shift_p)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W)
+    offs, mask, n, c, h, w = _program_block(total, C, H, W, BLOCK)
     value = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask,
                     other=0.0).to(ACC)
     logit = tl.load(l_ptr + n * sln + c * slc + h * slh + w * slw, mask=mask,
@@ -274,9 +288,8 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     lowest = tl.full([BLOCK], float('inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, _, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide,
+                                             ASYM, ACC)
             log_penalty = tl.log(penalty)
             penalty_sum += tl.where(ok, penalty, 0.0)
             count += tl.where(ok, 1.0, 0.0)
@@ -296,9 +309,8 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     num = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, _, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide,
+                                             ASYM, ACC)
             weight = (tl.where(ok, alpha_part, 0.0)
                       + _masked_exp(ok, half_lam * (tl.log(penalty) - top)))
             den += weight
@@ -312,9 +324,7 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
                         sxc, sxh, sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                         KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                         ACC: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     _, _, _, _, _, _, _, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
@@ -331,9 +341,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     G / normaliser, T, the top log-penalty, B / (n mean) with B = sum_q b_q) and p's
     gradient terms for the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) /
     normaliser is the gradient of t_q."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     guide, alpha, half_lam, log_mean, count, t_max, top, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
@@ -349,9 +357,8 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     spread_sum = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            deviation, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, deviation, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W,
+                                                     guide, ASYM, ACC)
             log_penalty = tl.log(penalty)
             log_ratio = log_penalty - log_mean
             spread = tl.where(ok, value - out, 0.0)
@@ -381,9 +388,7 @@ def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_
                          ACC: tl.constexpr):
     """Per input pixel q: sum over windows p containing q of G_p w_pq / den_p (q as a value)
     and 2 d_pq lambda/2 (b_pq / r_pq - B_p / (n_p mean_p)) (q through the penalties)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W)
+    offs, mask, n, c, h, w = _program_block(total, C, H, W, BLOCK)
     value = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask,
                     other=0.0).to(ACC)
     alpha = tl.load(a_ptr + c, mask=mask, other=1.0).to(ACC)

@@ -166,19 +166,6 @@ def _check_lip(data, backend):
                              seed + 2)
 
 
-@pytest.mark.parametrize('backend', _backends(with_triton=False))
-@given(data=st.data())
-def test_lip_matches_the_reference(backend, data):
-    _check_lip(data, backend)
-
-
-@pytest.mark.skipif(not HAS_TRITON, reason='needs triton')
-@_triton_examples()
-@given(data=st.data())
-def test_lip_triton_matches_the_reference(data):
-    _check_lip(data, 'triton')
-
-
 def _check_dpp(data, backend):
     window = data.draw(_windows(), 'window')
     shape = data.draw(_shapes(window), 'shape')
@@ -208,17 +195,22 @@ def _check_dpp(data, backend):
         lambda *t: reference_dpp(*t, reward, *window), (x, guide, alpha, lam), dtype, seed + 5)
 
 
+_REFERENCE_CHECKS = {'lip2d': _check_lip, 'dpp2d': _check_dpp}
+
+
+@pytest.mark.parametrize('op', sorted(_REFERENCE_CHECKS))
 @pytest.mark.parametrize('backend', _backends(with_triton=False))
 @given(data=st.data())
-def test_dpp_matches_the_reference(backend, data):
-    _check_dpp(data, backend)
+def test_op_matches_the_reference(op, backend, data):
+    _REFERENCE_CHECKS[op](data, backend)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='needs triton')
+@pytest.mark.parametrize('op', sorted(_REFERENCE_CHECKS))
 @_triton_examples()
 @given(data=st.data())
-def test_dpp_triton_matches_the_reference(data):
-    _check_dpp(data, 'triton')
+def test_op_triton_matches_the_reference(op, data):
+    _REFERENCE_CHECKS[op](data, 'triton')
 
 
 @pytest.mark.parametrize('backend', ['cpu_kernel', 'torch'])

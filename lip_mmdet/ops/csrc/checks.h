@@ -112,4 +112,15 @@ inline bool all_non_null(std::initializer_list<const void*> pointers) {
   return true;
 }
 
+// The last steps every entry point shares once its arguments passed (`status` kOk): nothing to
+// read or write without planes, a null tensor pointer refused, then `run()`.
+template <typename Run>
+int run_checked(int status, int64_t planes, std::initializer_list<const void*> pointers,
+                Run run) {
+  if (status != kOk) return status;
+  if (planes == 0) return kOk;
+  if (!all_non_null(pointers)) return kNullPointer;
+  return run();
+}
+
 }  // namespace lip_mmdet

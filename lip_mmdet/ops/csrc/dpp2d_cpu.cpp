@@ -295,17 +295,23 @@ int dpp_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_bytes,
   return kOk;
 }
 
+// Runs `plane(p, c, scratch)` for every plane p (channel c) on `threads` threads, each with
+// its scratch buffers (`backward`: with the gradient's).
+template <typename T, typename Plane>
+int for_each_plane(const DppGeometry& g, int threads, bool backward, Plane plane) {
+  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
+    DppScratch<T> s(g, backward);
+    for (int64_t p = first; p < last; ++p) plane(p, p % g.channels, s);
+  });
+}
+
 template <typename T, bool Asym>
 int forward(const T* x, const T* guide, const T* alpha, const T* lambda, T* out,
             const DppGeometry& g, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
-    DppScratch<T> s(g, false);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t c = p % g.channels;
-      dpp_plane_forward<T, Asym>(x + p * in_plane, guide + p * out_plane, out + p * out_plane,
-                                 alpha[c], lambda[c] / 2, g, s);
-    }
+  return for_each_plane<T>(g, threads, false, [&](int64_t p, int64_t c, DppScratch<T>& s) {
+    dpp_plane_forward<T, Asym>(x + p * in_plane, guide + p * out_plane, out + p * out_plane,
+                               alpha[c], lambda[c] / 2, g, s);
   });
 }
 
@@ -314,15 +320,11 @@ int backward(const T* x, const T* guide, const T* alpha, const T* lambda, const 
              T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,
              const DppGeometry& g, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
-    DppScratch<T> s(g, true);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t c = p % g.channels;
-      dpp_plane_backward<T, Asym>(x + p * in_plane, guide + p * out_plane,
-                                  grad_out + p * out_plane, grad_x + p * in_plane,
-                                  grad_guide + p * out_plane, grad_alpha + p, grad_lambda + p,
-                                  alpha[c], lambda[c] / 2, g, s);
-    }
+  return for_each_plane<T>(g, threads, true, [&](int64_t p, int64_t c, DppScratch<T>& s) {
+    dpp_plane_backward<T, Asym>(x + p * in_plane, guide + p * out_plane,
+                                grad_out + p * out_plane, grad_x + p * in_plane,
+                                grad_guide + p * out_plane, grad_alpha + p, grad_lambda + p,
+                                alpha[c], lambda[c] / 2, g, s);
   });
 }
 
@@ -431,75 +433,89 @@ int filter_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_byt
 
 }  // namespace
 
-// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success,
-// else a lip_mmdet::Status.
-#define DPP2D_EXPORT(SUFFIX, T)                                                               \
-  extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,          \
-                                        const T* lambda, T* out, const lip_mmdet::PoolGeometry* geometry,       \
-                                        int asym, int threads) {                             \
-    DppGeometry g;                                                                           \
-    if (int status = dpp_arguments(geometry, sizeof(T), threads, &g)) return status;            \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                \
-    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, out}))                            \
-      return lip_mmdet::kNullPointer;                                                        \
-    return asym ? forward<T, true>(x, guide, alpha, lambda, out, g, threads)                 \
-                : forward<T, false>(x, guide, alpha, lambda, out, g, threads);               \
-  }                                                                                           \
-  extern "C" int dpp2d_backward_##SUFFIX(                                                    \
-      const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,        \
-      T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                     \
-      const lip_mmdet::PoolGeometry* geometry, int asym, int threads) {                                         \
-    DppGeometry g;                                                                           \
-    if (int status = dpp_arguments(geometry, sizeof(T), threads, &g)) return status;            \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                \
-    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, grad_out, grad_x, grad_guide,     \
-                                  grad_alpha, grad_lambda}))                                 \
-      return lip_mmdet::kNullPointer;                                                        \
-    return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,   \
-                                    grad_alpha, grad_lambda, g, threads)                     \
-                : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,  \
-                                     grad_alpha, grad_lambda, g, threads);                   \
+// Validates a dpp2d call (dpp_arguments), then runs `body(g)` (lip_mmdet::run_checked).
+template <typename T, typename Body>
+int dpp_entry(const lip_mmdet::PoolGeometry* geometry, int threads,
+              std::initializer_list<const void*> pointers, Body body) {
+  DppGeometry g{};
+  const int status = dpp_arguments(geometry, sizeof(T), threads, &g);
+  return lip_mmdet::run_checked(status, g.planes, pointers, [&] { return body(g); });
+}
+
+// Validates a filter guide call (filter_arguments), then runs `plane(p, c, g)` for every
+// plane p (channel c) on `threads` threads.
+template <typename T, typename Plane>
+int filter_entry(const lip_mmdet::PoolGeometry* geometry, int threads,
+                 std::initializer_list<const void*> pointers, Plane plane) {
+  FilterGeometry g{};
+  const int status = filter_arguments(geometry, sizeof(T), threads, &g);
+  return lip_mmdet::run_checked(status, g.planes, pointers, [&] {
+    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) plane(p, p % g.channels, g);
+    });
+  });
+}
+
+// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on
+// success, else a lip_mmdet::Status.
+#define DPP2D_EXPORT(SUFFIX, T)                                                                \
+  extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,           \
+                                        const T* lambda, T* out,                              \
+                                        const lip_mmdet::PoolGeometry* geometry, int asym,    \
+                                        int threads) {                                        \
+    return dpp_entry<T>(geometry, threads, {x, guide, alpha, lambda, out},                    \
+                        [&](const DppGeometry& g) {                                           \
+                          return asym ? forward<T, true>(x, guide, alpha, lambda, out, g,     \
+                                                         threads)                             \
+                                      : forward<T, false>(x, guide, alpha, lambda, out, g,    \
+                                                          threads);                           \
+                        });                                                                   \
+  }                                                                                            \
+  extern "C" int dpp2d_backward_##SUFFIX(                                                     \
+      const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,         \
+      T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                      \
+      const lip_mmdet::PoolGeometry* geometry, int asym, int threads) {                       \
+    return dpp_entry<T>(                                                                      \
+        geometry, threads,                                                                    \
+        {x, guide, alpha, lambda, grad_out, grad_x, grad_guide, grad_alpha, grad_lambda},     \
+        [&](const DppGeometry& g) {                                                           \
+          return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x,          \
+                                          grad_guide, grad_alpha, grad_lambda, g, threads)    \
+                      : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x,         \
+                                           grad_guide, grad_alpha, grad_lambda, g, threads);  \
+        });                                                                                   \
   }
 
 DPP2D_EXPORT(f32, float)
 DPP2D_EXPORT(f64, double)
 
-// The geometry's window is the 3x3 filter, pad_top / pad_left its offsets; weight: C x 9, bias: C;
-// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else a
-// lip_mmdet::Status.
-#define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                        \
-  extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,               \
-                                                   const T* bias, T* out,                     \
-                                                   const lip_mmdet::PoolGeometry* geometry, int threads) {       \
-    FilterGeometry g;                                                                         \
-    if (int status = filter_arguments(geometry, sizeof(T), threads, &g)) return status;          \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
-    if (!lip_mmdet::all_non_null({x, weight, bias, out})) return lip_mmdet::kNullPointer;     \
-    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
-    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
-      for (int64_t p = first; p < last; ++p) {                                                \
-        const int64_t c = p % g.channels;                                                     \
-        filter_plane_forward(x + p * in_plane, weight + c * 9, bias[c], out + p * out_plane,  \
-                             g);                                                              \
-      }                                                                                       \
-    });                                                                                       \
-  }                                                                                           \
-  extern "C" int dpp_filter_guide_backward_##SUFFIX(                                          \
-      const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,         \
-      double* grad_bias, const lip_mmdet::PoolGeometry* geometry, int threads) {                                 \
-    FilterGeometry g;                                                                         \
-    if (int status = filter_arguments(geometry, sizeof(T), threads, &g)) return status;          \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
-    if (!lip_mmdet::all_non_null({x, weight, grad_out, grad_x, grad_weight, grad_bias}))      \
-      return lip_mmdet::kNullPointer;                                                         \
-    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
-    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
-      for (int64_t p = first; p < last; ++p) {                                                \
-        const int64_t c = p % g.channels;                                                     \
-        filter_plane_backward(x + p * in_plane, weight + c * 9, grad_out + p * out_plane,     \
-                              grad_x + p * in_plane, grad_weight + p * 9, grad_bias + p, g);  \
-      }                                                                                       \
-    });                                                                                       \
+// The geometry's window is the 3x3 filter, pad_top / pad_left its offsets; weight: C x 9,
+// bias: C; grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else
+// a lip_mmdet::Status.
+#define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                         \
+  extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,                \
+                                                   const T* bias, T* out,                      \
+                                                   const lip_mmdet::PoolGeometry* geometry,    \
+                                                   int threads) {                              \
+    return filter_entry<T>(geometry, threads, {x, weight, bias, out},                          \
+                           [&](int64_t p, int64_t c, const FilterGeometry& g) {                \
+                             const int64_t in_plane = g.height * g.width;                      \
+                             filter_plane_forward(x + p * in_plane, weight + c * 9, bias[c],   \
+                                                  out + p * g.out_height * g.out_width, g);    \
+                           });                                                                 \
+  }                                                                                            \
+  extern "C" int dpp_filter_guide_backward_##SUFFIX(                                           \
+      const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,          \
+      double* grad_bias, const lip_mmdet::PoolGeometry* geometry, int threads) {               \
+    return filter_entry<T>(geometry, threads, {x, weight, grad_out, grad_x, grad_weight,       \
+                                               grad_bias},                                     \
+                           [&](int64_t p, int64_t c, const FilterGeometry& g) {                \
+                             const int64_t in_plane = g.height * g.width;                      \
+                             filter_plane_backward(x + p * in_plane, weight + c * 9,           \
+                                                   grad_out + p * g.out_height * g.out_width,  \
+                                                   grad_x + p * in_plane, grad_weight + p * 9, \
+                                                   grad_bias + p, g);                          \
+                           });                                                                 \
   }
 
 FILTER_GUIDE_EXPORT(f32, float)

@@ -282,34 +282,37 @@ int lip_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_bytes,
 
 }  // namespace
 
+// Validates a call (lip_arguments), then runs `body(planes, g, w)` (lip_mmdet::run_checked).
+template <typename T, typename Body>
+int lip_entry(const lip_mmdet::PoolGeometry* geometry, double shift_range, int threads,
+              std::initializer_list<const void*> pointers, Body body) {
+  Geometry g{};
+  Window w{};
+  int64_t planes = 0;
+  const int status = lip_arguments(geometry, sizeof(T), shift_range, threads, &g, &w, &planes);
+  return lip_mmdet::run_checked(status, planes, pointers, [&] { return body(planes, g, w); });
+}
+
 // Returns 0 on success, else a lip_mmdet::Status.
-#define LIP2D_EXPORT(SUFFIX, T)                                                              \
-  extern "C" int lip2d_forward_##SUFFIX(const T* x, const T* logit, T* out,                 \
-                                        const lip_mmdet::PoolGeometry* geometry,            \
-                                        double shift_range, int threads) {                  \
-    Geometry g;                                                                              \
-    Window w;                                                                                \
-    int64_t planes;                                                                          \
-    if (int status = lip_arguments(geometry, sizeof(T), shift_range, threads, &g, &w, &planes)) \
-      return status;                                                                         \
-    if (planes == 0) return lip_mmdet::kOk;                                                  \
-    if (!lip_mmdet::all_non_null({x, logit, out})) return lip_mmdet::kNullPointer;           \
-    return forward<T>(x, logit, out, planes, g, w, static_cast<T>(shift_range), threads);   \
-  }                                                                                          \
-  extern "C" int lip2d_backward_##SUFFIX(const T* x, const T* logit, const T* grad_out,     \
-                                         T* grad_x, T* grad_l,                              \
-                                         const lip_mmdet::PoolGeometry* geometry,           \
-                                         double shift_range, int threads) {                 \
-    Geometry g;                                                                              \
-    Window w;                                                                                \
-    int64_t planes;                                                                          \
-    if (int status = lip_arguments(geometry, sizeof(T), shift_range, threads, &g, &w, &planes)) \
-      return status;                                                                         \
-    if (planes == 0) return lip_mmdet::kOk;                                                  \
-    if (!lip_mmdet::all_non_null({x, logit, grad_out, grad_x, grad_l}))                      \
-      return lip_mmdet::kNullPointer;                                                        \
-    return backward<T>(x, logit, grad_out, grad_x, grad_l, planes, g, w,                    \
-                       static_cast<T>(shift_range), threads);                               \
+#define LIP2D_EXPORT(SUFFIX, T)                                                               \
+  extern "C" int lip2d_forward_##SUFFIX(const T* x, const T* logit, T* out,                  \
+                                        const lip_mmdet::PoolGeometry* geometry,             \
+                                        double shift_range, int threads) {                   \
+    return lip_entry<T>(geometry, shift_range, threads, {x, logit, out},                     \
+                        [&](int64_t planes, const Geometry& g, const Window& w) {            \
+                          return forward<T>(x, logit, out, planes, g, w,                     \
+                                            static_cast<T>(shift_range), threads);           \
+                        });                                                                  \
+  }                                                                                           \
+  extern "C" int lip2d_backward_##SUFFIX(const T* x, const T* logit, const T* grad_out,      \
+                                         T* grad_x, T* grad_l,                               \
+                                         const lip_mmdet::PoolGeometry* geometry,            \
+                                         double shift_range, int threads) {                  \
+    return lip_entry<T>(geometry, shift_range, threads, {x, logit, grad_out, grad_x, grad_l}, \
+                        [&](int64_t planes, const Geometry& g, const Window& w) {            \
+                          return backward<T>(x, logit, grad_out, grad_x, grad_l, planes, g,  \
+                                             w, static_cast<T>(shift_range), threads);       \
+                        });                                                                  \
   }
 
 LIP2D_EXPORT(f32, float)
