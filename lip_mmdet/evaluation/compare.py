@@ -248,9 +248,7 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
     of objects shows how little its AP differences mean. A value of -1 (no ground truth of
     that size) or a missing bin draws no bar.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     bins = _size_columns(runs)
     if bins:
@@ -263,8 +261,8 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
         values = [[run['coco'].get(k) for k in ('mAP_s', 'mAP_m', 'mAP_l')] for run in runs]
         errors = [[0.0] * 3 for _ in runs]
     width = 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) * max(len(runs), 1) ** 0.5),
-                                    4.4))
+    fig = Figure(figsize=(max(6.0, 1.6 * len(labels) * max(len(runs), 1) ** 0.5), 4.4))
+    ax = fig.subplots()
     for r, (name, run_values, run_errors) in enumerate(zip(names, values, errors)):
         xs = [i + (r - (len(runs) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None and v >= 0 else 0.0 for v in run_values]
@@ -291,5 +289,4 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
                  'few objects', fontsize=7, ha='left', va='bottom')
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out_file, dpi=120)
-    plt.close(fig)
     return out_file
