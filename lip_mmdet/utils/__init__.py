@@ -8,12 +8,11 @@ from .checkpoint import (
     load_checkpoint_file,
     load_from_local,
 )
-from .preflight import PreflightError
 
 enable_safe_mmengine_checkpoints()
 
 __all__ = [
     'CHECKPOINT_ERRORS', 'MMENGINE_SAFE_GLOBALS', 'CheckpointUnavailableError',
     'UnreadableCheckpointError', 'UnsafeCheckpointError', 'enable_safe_mmengine_checkpoints',
-    'load_checkpoint_file', 'load_from_local', 'PreflightError'
+    'load_checkpoint_file', 'load_from_local'
 ]

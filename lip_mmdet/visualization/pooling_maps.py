@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 
+from lip_mmdet.apis.preflight import _join, leaf_datasets
 from lip_mmdet.models.layers import pooling_layers
-from lip_mmdet.utils.preflight import _join, leaf_datasets
 
 __all__ = ['PoolingModel', 'LayerMap', 'load_pooling_model', 'compute_pooling_maps',
            'find_gt_boxes', 'draw_pooling_maps', 'show_pooling', 'last_checkpoint',

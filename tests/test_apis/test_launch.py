@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.config import config as mmengine_config
 
-from lip_mmdet.utils.launch import (
+from lip_mmdet.apis.launch import (
     OnceFormattedConfig,
     build_runner,
     load_test_config,
@@ -17,7 +17,7 @@ from lip_mmdet.utils.launch import (
     test_parser,
     train_parser,
 )
-from lip_mmdet.utils.preflight import (
+from lip_mmdet.apis.preflight import (
     PreflightError,
     check_amp,
     check_checkpoint,

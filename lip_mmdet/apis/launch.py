@@ -23,7 +23,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from .checkpoint import CHECKPOINT_ERRORS
+from ..utils.checkpoint import CHECKPOINT_ERRORS
 from .preflight import (
     PreflightError,
     check_amp,
