@@ -11,7 +11,6 @@ checkpoint the process loads, through these functions or not.
 """
 from .launch import (
     CONFIG_EXTENSIONS,
-    OnceFormattedConfig,
     build_runner,
     check_checkpoint_fits,
     check_train_config,
@@ -36,7 +35,7 @@ from .preflight import (
 )
 
 __all__ = [
-    'CONFIG_EXTENSIONS', 'OnceFormattedConfig', 'PreflightError', 'build_runner',
+    'CONFIG_EXTENSIONS', 'PreflightError', 'build_runner',
     'check_amp', 'check_checkpoint', 'check_checkpoint_fits', 'check_datasets',
     'check_pretrained_weights', 'check_train_config', 'check_work_dir', 'checkpoint_fit',
     'dataset_paths', 'leaf_datasets', 'load_test_config', 'load_train_config',
