@@ -9,35 +9,8 @@ detection from Python (``init_detector``, ``inference_detector``; in MMDetection
 it: the allow-listed loading lives in :mod:`lip_mmdet.utils.checkpoint` and holds for every
 checkpoint the process loads, through these functions or not.
 """
-from .launch import (
-    CONFIG_EXTENSIONS,
-    build_runner,
-    check_checkpoint_fits,
-    check_train_config,
-    checkpoint_fit,
-    load_test_config,
-    load_train_config,
-    parse_cfg_options,
-    test_main,
-    test_parser,
-    train_main,
-    train_parser,
-)
-from .preflight import (
-    PreflightError,
-    check_amp,
-    check_checkpoint,
-    check_datasets,
-    check_pretrained_weights,
-    check_work_dir,
-    dataset_paths,
-    leaf_datasets,
-)
+from . import launch, preflight
+from .launch import *  # noqa: F401,F403
+from .preflight import *  # noqa: F401,F403
 
-__all__ = [
-    'CONFIG_EXTENSIONS', 'PreflightError', 'build_runner',
-    'check_amp', 'check_checkpoint', 'check_checkpoint_fits', 'check_datasets',
-    'check_pretrained_weights', 'check_train_config', 'check_work_dir', 'checkpoint_fit',
-    'dataset_paths', 'leaf_datasets', 'load_test_config', 'load_train_config',
-    'parse_cfg_options', 'test_main', 'test_parser', 'train_main', 'train_parser'
-]
+__all__ = [*launch.__all__, *preflight.__all__]
