@@ -1,35 +1,38 @@
 """LIP and DPP learned pooling for MMDetection 3.x.
 
-``lip_mmdet.ops`` (the pooling ops) and ``lip_mmdet.models.layers`` (the pooling layers)
-import and run with torch alone (triton optional), in any PyTorch model.
+``lip_mmdet.ops`` (the pooling ops, registered as torch custom ops ``torch.ops.lip_mmdet.*``)
+and ``lip_mmdet.models.layers`` (the pooling layers) import and run with torch alone (triton
+optional), in any PyTorch model.
 
-With mmdet installed, ``import lip_mmdet`` (what ``custom_imports=dict(imports=['lip_mmdet'])``
-in a config does) also does exactly this, for the whole process:
+With mmdet installed, ``import lip_mmdet`` (which ``custom_imports=dict(imports=['lip_mmdet'])``
+in a config does) changes the process in two ways, in this order:
 
-1. installs safe checkpoint loading: mmengine's checkpoint loaders (local files, URLs, the
-   ``torchvision://``-style schemes) go through :mod:`lip_mmdet.utils.checkpoint`, which
-   never runs code from a file and bounds what it allocates, and they load the checkpoints
-   this package saves under torch >= 2.6;
-2. registers the backbones (``LIPResNet``, ``DPPResNet``), the metric
-   (``SizeAwareCocoMetric``), the hooks and the demo dataset in mmdet's registries, and the
-   pooling layers in :data:`lip_mmdet.registry.MODELS` (a child of mmdet's ``MODELS``).
+1. It installs safe checkpoint loading for the process
+   (:func:`lip_mmdet.utils.install_safe_checkpoint_loading`): every scheme of mmengine's
+   ``CheckpointLoader`` (local files, URLs, ``torchvision://``, ``open-mmlab://``, ...) loads
+   with ``torch.load(weights_only=True)`` and an allow-list of the types mmengine writes, so
+   the checkpoints mmengine saves load under torch >= 2.6 and a checkpoint holding anything
+   else is refused. It comes first, before anything that could load a checkpoint is imported.
+2. It registers the package's modules in mmdet's registries: the pooling layers
+   (``LiteDPP``, ``SimplifiedLIP``, ...) in :data:`lip_mmdet.registry.MODELS`, scope
+   ``lip_mmdet``, a child of mmdet's ``MODELS``; the backbones ``LIPResNet`` and
+   ``DPPResNet`` in mmdet's ``MODELS``; the metric ``SizeAwareCocoMetric`` in mmdet's
+   ``METRICS``; the hooks ``PoolingStatsHook`` and the demo's ``ProgressLineHook`` in mmdet's
+   ``HOOKS``.
 
-Without mmdet it does nothing else.
+Without mmdet it does nothing else. Nothing else runs at import either way: the fused CPU
+kernels are built when an op first needs them, and :mod:`lip_mmdet.apis`,
+:mod:`lip_mmdet.visualization` and the analysis modules only define functions.
 """
-# The order matters, so isort's is not applied: utils first (it makes mmengine's checkpoint
-# loading safe before anything can load one), engine after models (its hooks read the
-# pooling layers).
-from .environment import mmdet_installed  # noqa: I001
+from .environment import mmdet_installed
 from .version import __version__
 
 if mmdet_installed():
-    from . import (  # noqa: F401
-        demo,
-        engine,  # noqa: F401
-        evaluation,
-        models,
-        ops,
-        utils,  # noqa: F401
-    )
+    from . import utils
+
+    # before any import below, as any of them could load a checkpoint
+    utils.install_safe_checkpoint_loading()
+
+    from . import demo, engine, evaluation, models, ops  # noqa: F401
 
 __all__ = ['__version__']

@@ -35,6 +35,10 @@ def pytest_configure(config):
         return
     _register_fuzz_profiles()
     import torch
+    from config_formatting import format_configs_once
+
+    # the dozens of Runners the tests build format their configs once each
+    format_configs_once()
 
     # Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on
     # CPU tensors. Triton must see the switch before it is first imported (mmdet's and
