@@ -64,6 +64,17 @@ def test_the_readme_example_runs_without_the_detection_stack():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_the_pooling_benchmark_runs_without_the_detection_stack(tmp_path):
+    script = ('import runpy, sys, without_detection_stack\n'
+              "sys.argv = ['benchmark_pooling.py', '--shapes', '1x2x7x6', '--repeats', '1',\n"
+              f"            '--warmup', '0', '--out', {str(tmp_path / 'bench.json')!r}]\n"
+              "runpy.run_path('tools/analysis/benchmark_pooling.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=_environment(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / 'bench.json').exists()
+
+
 def test_the_ops_and_layers_tests_pass_without_the_detection_stack():
     result = subprocess.run(
         [sys.executable, '-m', 'pytest', '-p', 'without_detection_stack', '-p',
