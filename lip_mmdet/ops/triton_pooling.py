@@ -24,8 +24,8 @@ own checks (:func:`lip_mmdet.ops.lip.check_lip_args`,
 :func:`lip_mmdet.ops.dpp.check_dpp_args`) and then launch; the custom ops, which have run those
 checks already, call the ``launch_*`` functions directly. Every index is int64 in the kernels
 (program ids are widened before the offset arithmetic), so the ops' int64 bound on the window
-arithmetic is the kernels' bound too; the launch grid, one program per ``_BLOCK`` elements,
-must also fit CUDA's grid (checked at launch).
+arithmetic is the kernels' bound too; the launch grid, one program per ``PROGRAM_BLOCK``
+elements, must also fit CUDA's grid (checked at launch).
 """
 import torch
 import triton
@@ -38,7 +38,9 @@ __all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
            'launch_lip2d_forward', 'launch_lip2d_backward', 'launch_dpp2d_forward',
            'launch_dpp2d_backward']
 
-_BLOCK = 128
+#: Output (or input) elements per program; launched with Triton's default 4 warps, one
+#: element per thread.
+PROGRAM_BLOCK = 128
 # CUDA's limit on a grid's x dimension, the one the kernels launch over.
 _MAX_PROGRAMS = 2**31 - 1
 # Kernels may read only constexpr globals.
@@ -46,10 +48,10 @@ _EPS_SQUARED = tl.constexpr(DPP_EPS_SQUARED)
 
 
 def _grid(total):
-    programs = triton.cdiv(total, _BLOCK)
+    programs = triton.cdiv(total, PROGRAM_BLOCK)
     if programs > _MAX_PROGRAMS:
-        raise ValueError(f'{total} elements need {programs} Triton programs of {_BLOCK}, more '
-                         f'than a CUDA grid holds ({_MAX_PROGRAMS})')
+        raise ValueError(f'{total} elements need {programs} Triton programs of '
+                         f'{PROGRAM_BLOCK}, more than a CUDA grid holds ({_MAX_PROGRAMS})')
     return (programs, )
 
 
@@ -230,7 +232,7 @@ def launch_lip2d_forward(x, logit, kernel, stride, pads, out_size):
     out = x.new_empty((*x.shape[:2], *out_size))
     _lip_forward_kernel[_grid(out.numel())](
         x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, pads),
-        KH=kernel[0], KW=kernel[1], BLOCK=_BLOCK, ACC=_accumulator(x.dtype)[1])
+        KH=kernel[0], KW=kernel[1], BLOCK=PROGRAM_BLOCK, ACC=_accumulator(x.dtype)[1])
     return out
 
 
@@ -242,12 +244,12 @@ def launch_lip2d_backward(x, logit, grad, kernel, stride, pads, out_size):
     window = _window_args(x, logit, out_size, stride, pads)
     _lip_window_stats_kernel[_grid(grad.numel())](
         x, logit, grad, *stats, grad.numel(), *window, KH=kernel[0], KW=kernel[1],
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_x = x.new_empty(x.shape)
     grad_l = x.new_empty(x.shape)
     _lip_backward_kernel[_grid(x.numel())](
         x, logit, *stats, grad_x, grad_l, x.numel(), *window, KH=kernel[0], KW=kernel[1],
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     return grad_x, grad_l
 
 
@@ -453,7 +455,7 @@ def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads, out_s
     _dpp_forward_kernel[_grid(out.numel())](
         x, guide, *_dpp_params(alpha, lam, acc_dtype), out, out.numel(),
         *_dpp_window_args(x, guide, stride, pads), KH=kernel[0], KW=kernel[1], ASYM=asym,
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     return out
 
 
@@ -467,10 +469,10 @@ def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads
     window = _dpp_window_args(x, guide, stride, pads)
     _dpp_window_stats_kernel[_grid(grad.numel())](
         x, guide, *params, grad, *stats, grad_guide, grad.numel(), *window, KH=kernel[0],
-        KW=kernel[1], ASYM=asym, BLOCK=_BLOCK, ACC=acc)
+        KW=kernel[1], ASYM=asym, BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_x = x.new_empty(x.shape)
     _dpp_backward_kernel[_grid(x.numel())](
         x, guide, *params, *stats[:5], grad_x, x.numel(), *window, KH=kernel[0],
-        KW=kernel[1], ASYM=asym, BLOCK=_BLOCK, ACC=acc)
+        KW=kernel[1], ASYM=asym, BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_alpha, grad_lam = (s.sum((0, 2, 3)) for s in stats[5:])
     return grad_x, grad_guide, grad_alpha.to(alpha.dtype), grad_lam.to(lam.dtype)
