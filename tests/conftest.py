@@ -81,6 +81,19 @@ def _process_state_of_this_test(request):
     torch.use_deterministic_algorithms(False)
 
 
+def _deselect_cuda_tests_without_a_gpu(config, items) -> None:
+    """Tests marked ``cuda`` need a CUDA GPU: where torch sees none they are deselected
+    (reported as deselected, not run and not skipped); ``make gpu-check`` runs them."""
+    cuda_tests = [item for item in items if item.get_closest_marker('cuda')]
+    if not cuda_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=cuda_tests)
+    items[:] = [item for item in items if not item.get_closest_marker('cuda')]
+
+
 @pytest.fixture(scope='session')
 def short_tmp_path():
     """``short_tmp_path(name)``: a new empty folder with a short path, removed after the session.
@@ -128,7 +141,9 @@ _LONG_FILES = ('test_train_test_tools.py', 'test_analysis_tools.py', 'test_compi
                'test_backbone_small_inputs.py', 'test_run_demo.py', 'test_torch_only.py')
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    _deselect_cuda_tests_without_a_gpu(config, items)
+
     def rank(item):
         name = item.path.name
         return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)
