@@ -20,7 +20,13 @@ from ..layers import (
     SimplifiedLIP,
 )
 from ..layers.lip import check_logit_init
-from .pooled_resnet import PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut
+from .pooled_resnet import (
+    PooledBasicBlock,
+    PooledBottleneck,
+    PooledResNet,
+    PooledShortcut,
+    check_resnet_args,
+)
 
 __all__ = ['LIPResNet', 'LIPBottleneck', 'BottleneckLIPPool']
 
@@ -134,9 +140,8 @@ class LIPResNet(PooledResNet):
     def __init__(self, depth: int, lip_norm_cfg: dict = LIP_NORM_CFG,
                  lip_width: Optional[int] = None, stem_lip: Optional[str] = None,
                  logit_init: str = 'reference', **kwargs):
-        if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth!r} for LIPResNet, expected one of '
-                           f'{sorted(self.arch_settings)}')
+        # the block type decides the stem default: the arguments are checked first
+        check_resnet_args(type(self).__name__, depth, self.arch_settings, kwargs)
         basic = self.arch_settings[depth][0] is not Bottleneck
         stem_lip = stem_lip or ('bottleneck' if basic else 'simplified')
         if stem_lip not in ('simplified', 'bottleneck'):
