@@ -1,4 +1,4 @@
-.PHONY: setup test demo lint fuzz sanitize
+.PHONY: setup test demo lint fuzz sanitize gpu-check
 
 VENV_PY := .venv/bin/python
 
@@ -36,3 +36,9 @@ sanitize: setup
 	@LIP_MMDET_SANITIZE_RUN=long HYPOTHESIS_PROFILE=fuzz \
 		LIP_MMDET_FUZZ_EXAMPLES=$${LIP_MMDET_FUZZ_EXAMPLES:-2000} \
 		$(VENV_PY) -m pytest -n 0 -s tests/test_ops/test_native_sanitized.py
+
+# On a machine with a CUDA GPU: the CUDA tests, the pooling and backbone benchmarks on the
+# device and the Triton kernels' resources, into work_dirs/gpu_check/report.{json,md}.
+# Without a CUDA GPU it stops with one line (exit 2).
+gpu-check: setup
+	@$(VENV_PY) tools/gpu_check.py

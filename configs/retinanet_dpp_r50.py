@@ -1,15 +1,7 @@
 # RetinaNet + FPN with a DPP-ResNet-50 backbone (Lite-DPP, asymmetric reward), COCO 2017,
 # 1x schedule. Baseline: mmdet::retinanet/retinanet_r50_fpn_1x_coco.py (box AP 36.5).
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/dpp_no_decay.py']
-custom_imports = dict(imports=['lip_mmdet'], allow_failed_imports=False)
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/dpp_resnet50.py',
+          './_base_/dpp_no_decay.py']
 
-model = dict(
-    backbone=dict(
-        type='DPPResNet',
-        dpp_cfg=dict(type='LiteDPP', reward='asym'),
-        # torchvision's ImageNet ResNet-50, kept locally:
-        #   curl -L -o checkpoints/resnet50-0676ba61.pth \
-        #       https://download.pytorch.org/models/resnet50-0676ba61.pth
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/resnet50-0676ba61.pth')))
-
+model = dict(backbone=_base_.dpp_resnet50)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.dpp_no_decay))

@@ -12,7 +12,13 @@ a backbone (the LIP logit modules of a bottleneck) are not registered at all.
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import Registry
 
+from lip_mmdet.models.layers import S3DPP, FullDPP, LiteDPP, SimplifiedLIP
+
 __all__ = ['MODELS']
 
 MODELS = Registry('model', parent=MMDET_MODELS, scope='lip_mmdet',
                   locations=['lip_mmdet.models'])
+
+# The layers import with torch alone; they meet mmdet here.
+for _layer in (SimplifiedLIP, LiteDPP, FullDPP, S3DPP):
+    MODELS.register_module(module=_layer)

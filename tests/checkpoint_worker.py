@@ -119,7 +119,7 @@ def _load(request):
         import torch
         return torch.load(path)
     if how == 'preflight':
-        from lip_mmdet.utils.preflight import check_checkpoint
+        from lip_mmdet.apis.preflight import check_checkpoint
         return check_checkpoint(path, 'checkpoint to test')
     if how == 'pretrained':
         from mmdet.models.backbones import ResNet

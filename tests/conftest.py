@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def pytest_configure(config):
         return
     _register_fuzz_profiles()
     import torch
+    from config_formatting import format_configs_once
+
+    # the dozens of Runners the tests build format their configs once each
+    format_configs_once()
 
     # Without a CUDA device the pooling ops' Triton kernels run in Triton's interpreter on
     # CPU tensors. Triton must see the switch before it is first imported (mmdet's and
@@ -44,6 +49,12 @@ def pytest_configure(config):
     # other processes (the other pytest worker, a tool's process) load the machine. Set
     # here, so that fixtures of every scope run with one thread too.
     torch.set_num_threads(1)
+
+
+def _detection_stack_blocked() -> bool:
+    """Whether this run blocks mmdet, mmengine and mmcv (``-p without_detection_stack``)."""
+    plugin = sys.modules.get('without_detection_stack')
+    return plugin is not None and plugin.stack_blocked()
 
 
 @pytest.fixture(autouse=True)
@@ -59,14 +70,28 @@ def _process_state_of_this_test(request):
     """
     # imported here: pytest-xdist's controller process loads this file and runs no test
     import torch
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
+    if not _detection_stack_blocked():
+        from mmengine.logging import MMLogger
+        from mmengine.registry import init_default_scope
 
-    init_default_scope('mmdet')
-    MMLogger.get_instance(f'test {request.node.nodeid}')
+        init_default_scope('mmdet')
+        MMLogger.get_instance(f'test {request.node.nodeid}')
     yield
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(False)
+
+
+def _deselect_cuda_tests_without_a_gpu(config, items) -> None:
+    """Tests marked ``cuda`` need a CUDA GPU: where torch sees none they are deselected
+    (reported as deselected, not run and not skipped); ``make gpu-check`` runs them."""
+    cuda_tests = [item for item in items if item.get_closest_marker('cuda')]
+    if not cuda_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=cuda_tests)
+    items[:] = [item for item in items if not item.get_closest_marker('cuda')]
 
 
 @pytest.fixture(scope='session')
@@ -114,10 +139,12 @@ def tiny_coco(short_tmp_path):
 _LONG_FILES = ('test_train_test_tools.py', 'test_analysis_tools.py', 'test_compile.py',
                'test_triton.py', 'test_configs.py', 'test_user_errors.py',
                'test_onnx_export.py', 'test_backbone_export.py', 'test_export_onnx.py',
-               'test_backbone_small_inputs.py', 'test_run_demo.py')
+               'test_backbone_small_inputs.py', 'test_run_demo.py', 'test_torch_only.py')
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    _deselect_cuda_tests_without_a_gpu(config, items)
+
     def rank(item):
         name = item.path.name
         return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)

@@ -11,6 +11,7 @@ import pickle
 import random
 import struct
 import zipfile
+from functools import partial
 
 # torch.serialization's legacy format: three small pickles, the data, the storage keys, the
 # storages (an 8-byte element count, then the bytes, each)
@@ -593,34 +594,26 @@ class CheckpointGenerator:
         args = [self.value(depth + 1) for _ in range(r.randrange(3))]
         return r.choice([call, newobj])(func, *args)
 
+    def rebuild(self):
+        """A later BUILD of something memoised earlier (an array, dtype, buffer)."""
+        return build(memo_get(), self.rng.choice([
+            tup(1, tup(2), self.dtype(), False, bytes(16)), tup(3, '|', None, None, None, -1, -1,
+                                                                0),
+            dct(('max_length', 1)), self.literal()]))
+
     def value(self, depth=0):
         """One random value (a subtree of at most ``depth`` 5)."""
         r = self.rng
         if depth > 4:
             return self.literal()
         choice = r.random()
-        if choice < 0.16:
-            return self.literal()
-        if choice < 0.30:
-            return self.array()
-        if choice < 0.36:
-            return self.dtype()
-        if choice < 0.42:
-            return self.scalar()
-        if choice < 0.52:
-            return self.history_buffer(depth)
-        if choice < 0.64:
-            return self.tensor()
-        if choice < 0.70:
-            return self.torch_value()
-        if choice < 0.75:
-            return self.near_miss(depth)
-        if choice < 0.80:
-            # a later BUILD of something memoised earlier (an array, dtype, buffer)
-            return build(memo_get(), self.rng.choice([
-                tup(1, tup(2), self.dtype(), False, bytes(16)), tup(3, '|', None, None, None,
-                                                                    -1, -1, 0),
-                dct(('max_length', 1)), self.literal()]))
+        # (upper end of the range of ``choice``, what it makes); above the last: a container
+        for bound, make in ((0.16, self.literal), (0.30, self.array), (0.36, self.dtype),
+                            (0.42, self.scalar), (0.52, partial(self.history_buffer, depth)),
+                            (0.64, self.tensor), (0.70, self.torch_value),
+                            (0.75, partial(self.near_miss, depth)), (0.80, self.rebuild)):
+            if choice < bound:
+                return make()
         items = [self.value(depth + 1) for _ in range(r.randrange(4))]
         kind = r.randrange(4)
         if kind == 0:
@@ -655,16 +648,14 @@ def declare_record_size(archive, name, size):
     (< 4 GiB) in its local header and its central directory entry, whatever it holds."""
     data = bytearray(archive)
     encoded_name = name.encode()
-    local = data.find(b'PK\x03\x04')
-    while local >= 0:
-        length = struct.unpack_from('<H', data, local + 26)[0]
-        if data[local + 30:local + 30 + length] == encoded_name:
-            struct.pack_into('<I', data, local + 22, size)
-        local = data.find(b'PK\x03\x04', local + 4)
-    central = data.find(b'PK\x01\x02')
-    while central >= 0:
-        length = struct.unpack_from('<H', data, central + 28)[0]
-        if data[central + 46:central + 46 + length] == encoded_name:
-            struct.pack_into('<I', data, central + 24, size)
-        central = data.find(b'PK\x01\x02', central + 4)
+    # (signature, offsets of the name's length, the name, the uncompressed size) of the local
+    # file header and of the central directory entry
+    for signature, length_at, name_at, size_at in ((b'PK\x03\x04', 26, 30, 22),
+                                                   (b'PK\x01\x02', 28, 46, 24)):
+        start = data.find(signature)
+        while start >= 0:
+            length = struct.unpack_from('<H', data, start + length_at)[0]
+            if data[start + name_at:start + name_at + length] == encoded_name:
+                struct.pack_into('<I', data, start + size_at, size)
+            start = data.find(signature, start + 4)
     return bytes(data)

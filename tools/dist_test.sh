@@ -4,20 +4,8 @@
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 # PYTHON picks the interpreter (default: the checkout's .venv, else python).
 set -euo pipefail
-if [ $# -lt 3 ]; then
-    echo "usage: $0 CONFIG CHECKPOINT NUM_PROCS [tools/test.py arguments...]" >&2
-    exit 2
-fi
-TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CONFIG=$1
-CHECKPOINT=$2
-NPROCS=$3
+source "$(dirname "${BASH_SOURCE[0]}")/launcher.sh"
+require_args 3 "CONFIG CHECKPOINT NUM_PROCS [tools/test.py arguments...]" "$@"
+CONFIG=$1 CHECKPOINT=$2 NPROCS=$3
 shift 3
-DEFAULT_PYTHON=python
-[ -x "$TOOLS/../.venv/bin/python" ] && DEFAULT_PYTHON="$TOOLS/../.venv/bin/python"
-
-exec "${PYTHON:-$DEFAULT_PYTHON}" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
-    --nproc_per_node="$NPROCS" \
-    "$TOOLS/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+run_torchrun "$NPROCS" test.py "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

@@ -19,6 +19,7 @@ sys.path.insert(0, REPO)
 # and says nothing about the demo
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
+from lip_mmdet.apis import PreflightError  # noqa: E402
 from lip_mmdet.demo import (  # noqa: E402
     add_demo_run_args,
     data_setting_name,
@@ -26,7 +27,6 @@ from lip_mmdet.demo import (  # noqa: E402
     train_demo,
 )
 from lip_mmdet.evaluation import format_comparison, plot_ap_by_size  # noqa: E402
-from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import demo_importance_maps  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'faster_rcnn_lip_r18_demo.py')

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import lip_mmdet  # noqa: E402,F401  (registers modules, safe checkpoint loading)
-from lip_mmdet.utils.launch import test_main  # noqa: E402
+from lip_mmdet.apis.launch import test_main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(test_main())

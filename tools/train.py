@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import lip_mmdet  # noqa: E402,F401  (registers modules, safe checkpoint loading)
-from lip_mmdet.utils.launch import train_main  # noqa: E402
+from lip_mmdet.apis.launch import train_main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(train_main())

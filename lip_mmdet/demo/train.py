@@ -13,8 +13,8 @@ from typing import IO, Dict, Mapping, Optional
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
+from ..apis.launch import build_runner, check_train_config, load_train_config, train_parser
 from ..evaluation.compare import load_run_metrics
-from ..utils.launch import build_runner, check_train_config, load_train_config, train_parser
 from .data import data_setting_name, make_demo_dataset
 from .progress import ProgressLineHook
 

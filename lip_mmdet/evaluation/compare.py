@@ -16,10 +16,10 @@ import os.path as osp
 import re
 from typing import Dict, List, Optional, Sequence
 
-from terminaltables import AsciiTable
+from .ap_table import ap_table, format_ap
 
-__all__ = ['NO_GT', 'NO_GT_NOTE', 'REPORT_FILE', 'format_ap', 'format_comparison',
-           'gt_count_mismatch', 'load_run_metrics', 'plot_ap_by_size', 'run_names']
+__all__ = ['REPORT_FILE', 'format_comparison', 'gt_count_mismatch', 'load_run_metrics',
+           'plot_ap_by_size', 'run_names']
 
 REPORT_FILE = 'size_aware_metrics.json'
 COCO_KEYS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
@@ -185,20 +185,6 @@ def _bin_label(name: str, runs: Sequence[Dict]) -> str:
     return label
 
 
-# AP of -1 is COCO's marker for "no ground truth in this bin": AP is undefined there. The
-# reports and logged scalars keep -1 (JSON has no NaN); tables print this instead (mmdet's
-# per-class table prints nan for the same case).
-NO_GT = 'n/a'
-NO_GT_NOTE = f'{NO_GT}: no ground truth in this bin, AP undefined (-1 in JSON and logs, as COCO)'
-
-
-def format_ap(value: Optional[float]) -> str:
-    """A table cell: 3 decimals, ``n/a`` for -1 (no ground truth), ``-`` for no value."""
-    if value is None:
-        return '-'
-    return NO_GT if value < 0 else f'{value:.3f}'
-
-
 _COCO_ROW_LABELS = {'mAP': 'AP', 'mAP_50': 'AP50', 'mAP_75': 'AP75',
                     'mAP_s': 'AP_s (COCO, < 32 px)', 'mAP_m': 'AP_m (COCO, 32-96 px)',
                     'mAP_l': 'AP_l (COCO, > 96 px)'}
@@ -222,13 +208,7 @@ def format_comparison(runs: Sequence[Dict], names: Sequence[str]) -> str:
         rows.append([f'AP_{name}' + ('' if sides is None else f' ({sides})')]
                     + [format_ap(run['bins'].get(name)) for run in runs]
                     + [str(counts[name]) if name in counts else '-' for _, counts in counted])
-    table = AsciiTable(rows)
-    for column in range(1, len(rows[0])):
-        table.justify_columns[column] = 'right'
-    text = table.table
-    if any(NO_GT in row for row in rows):
-        text += '\n' + NO_GT_NOTE
-    return text
+    return ap_table(rows, right_aligned=range(1, len(rows[0])))
 
 
 def _noise(ap: float, num_gt: Optional[int]) -> float:
@@ -248,9 +228,7 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
     of objects shows how little its AP differences mean. A value of -1 (no ground truth of
     that size) or a missing bin draws no bar.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     bins = _size_columns(runs)
     if bins:
@@ -263,8 +241,8 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
         values = [[run['coco'].get(k) for k in ('mAP_s', 'mAP_m', 'mAP_l')] for run in runs]
         errors = [[0.0] * 3 for _ in runs]
     width = 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) * max(len(runs), 1) ** 0.5),
-                                    4.4))
+    fig = Figure(figsize=(max(6.0, 1.6 * len(labels) * max(len(runs), 1) ** 0.5), 4.4))
+    ax = fig.subplots()
     for r, (name, run_values, run_errors) in enumerate(zip(names, values, errors)):
         xs = [i + (r - (len(runs) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None and v >= 0 else 0.0 for v in run_values]
@@ -291,5 +269,4 @@ def plot_ap_by_size(runs: Sequence[Dict], names: Sequence[str], out_file: str,
                  'few objects', fontsize=7, ha='left', va='bottom')
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out_file, dpi=120)
-    plt.close(fig)
     return out_file

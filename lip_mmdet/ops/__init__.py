@@ -1,25 +1,13 @@
-"""Pooling ops: LIP (``lip2d``) and the DPP family (``dpp2d`` and its guides, S3 sampling)."""
-from . import onnx_export  # noqa: F401  (registers the ops' ONNX translations)
+"""Pooling ops: LIP (``lip2d``) and the DPP family (``dpp2d`` and its guides, S3 sampling).
+
+Torch alone (triton for the CUDA kernels); see :mod:`lip_mmdet.ops.dispatch` for the op
+boundary and its backends.
+"""
+from . import dpp, lip, onnx_export  # noqa: F401  (onnx_export registers ONNX translations)
 from .dispatch import POOLING_BACKENDS
-from .dpp import (
-    DPP_EPS_SQUARED,
-    DPP_REWARDS,
-    check_s3_args,
-    dpp2d,
-    dpp_box_guide,
-    dpp_filter_box_init,
-    dpp_filter_guide,
-    dpp_same_padding,
-    dpp_window_weights,
-    s3_sample,
-)
-from .lip import SHIFT_RANGE, lip2d, lip2d_naive, lip_window_weights
+from .dpp import *  # noqa: F401,F403
+from .lip import *  # noqa: F401,F403
 from .native import native_enabled, pooling_cpu_library
 
-__all__ = [
-    'lip2d', 'lip2d_naive', 'SHIFT_RANGE', 'POOLING_BACKENDS', 'pooling_cpu_library',
-    'native_enabled',
-    'dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init', 'dpp_same_padding',
-    's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED', 'lip_window_weights',
-    'dpp_window_weights'
-]
+__all__ = [*lip.__all__, *dpp.__all__, 'POOLING_BACKENDS', 'pooling_cpu_library',
+           'native_enabled']

@@ -1,5 +1,5 @@
-"""The op boundary shared by the pooling ops: backends, per-call implementation choice, and one
-autograd design for every op.
+"""The op boundary shared by the pooling ops: one skeleton for every custom op
+(:func:`define_op`), backends, per-call implementation choice, and one autograd design.
 
 Each pooling op is a ``torch.library.custom_op`` (namespace ``lip_mmdet``) with a fake
 implementation, so ``torch.compile`` and ``torch.export`` see one opaque node per call whose
@@ -24,16 +24,18 @@ take windows of at most ``TRITON_MAX_TAPS`` taps: 'auto' runs larger ones as PyT
 'triton' refuses them.
 """
 import functools
+import importlib
 import importlib.util
 import os
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from .native import pooling_cpu_library
+from .pool_args import compute_dtype
 
 __all__ = ['POOLING_BACKENDS', 'check_backend', 'implementation', 'register_autograd',
-           'triton_interpreted', 'contiguous_compute', 'TRITON_MAX_TAPS']
+           'triton_interpreted', 'TRITON_MAX_TAPS', 'define_op', 'triton_launcher']
 
 POOLING_BACKENDS = ('auto', 'cpu_kernel', 'triton', 'torch')
 
@@ -75,15 +77,17 @@ def check_backend(x: torch.Tensor, backend: str, kernel=None) -> None:
                          "backend='auto' or 'torch'")
 
 
-def implementation(x: torch.Tensor, backend: str, kernel=None) -> str:
+def implementation(x: torch.Tensor, backend: str, kernel=None,
+                   implemented: Sequence[str] = ('cpu_kernel', 'triton', 'torch')) -> str:
     """'cpu_kernel', 'triton' or 'torch': what runs ``backend`` on ``x`` with the window
     ``kernel`` (kh, kw) (see the table; 'auto' gives windows larger than
-    ``TRITON_MAX_TAPS`` to PyTorch ops rather than Triton).
+    ``TRITON_MAX_TAPS`` to PyTorch ops rather than Triton). An op without a Triton kernel
+    (``implemented`` lacks it) runs its PyTorch ops where the table says Triton.
 
     Called inside the ops' implementations only (it may build the CPU kernels).
     """
     device = x.device.type
-    if backend == 'torch':
+    if backend == 'torch' or (backend == 'triton' and 'triton' not in implemented):
         return 'torch'
     if backend == 'cpu_kernel':
         if pooling_cpu_library() is None:
@@ -99,9 +103,80 @@ def implementation(x: torch.Tensor, backend: str, kernel=None) -> str:
         return 'triton'
     if device == 'cpu':
         return 'cpu_kernel' if pooling_cpu_library() is not None else 'torch'
-    if device == 'cuda' and _triton_installed() and _triton_window_fits(kernel):
+    if (device == 'cuda' and 'triton' in implemented and _triton_installed()
+            and _triton_window_fits(kernel)):
         return 'triton'
     return 'torch'
+
+
+def triton_launcher(name: str) -> Callable:
+    """``triton_pooling.<name>``, imported at its first call (only a Triton run needs
+    triton)."""
+
+    def launch(*args):
+        return getattr(importlib.import_module('.triton_pooling', __package__), name)(*args)
+
+    return launch
+
+
+# Each op's trailing arguments: kernel, stride, pads (validated by its check) and backend.
+_WINDOW_ARGS = 4
+
+
+def define_op(name: str, schema: str, check: Callable, outputs: Callable,
+              implementations: Mapping[str, Callable]):
+    """Defines the custom op ``lip_mmdet::<name>`` with the one skeleton every pooling op
+    shares, and its fake implementation.
+
+    Each call validates all its arguments (``check``, also in the fake implementation, so a
+    direct ``torch.ops.lip_mmdet`` call, a compiled graph and an exported program raise what
+    the Python function raises), returns zeros for an empty input, picks the implementation
+    (:func:`implementation`), runs it and casts each result to the dtype of the input it
+    belongs to, contiguous.
+
+    Args:
+        name: the op's name in the ``lip_mmdet`` namespace.
+        schema: its schema, e.g. ``'(Tensor x, ..., SymInt[] kernel, SymInt[] stride,
+            SymInt[] pads, str backend) -> Tensor'``: tensors and options first, the window
+            and the backend last.
+        check: ``check(*args) -> ((kernel, stride, pads), (Ho, Wo))``; raises for a bad
+            argument, reading metadata only.
+        outputs: ``outputs(args, (Ho, Wo)) -> ((like, shape), ...)``: per result, the input
+            whose dtype and device it has, and its shape.
+        implementations: ``{'cpu_kernel' | 'torch' | 'triton': fn}``, each ``fn(*tensors and
+            options, kernel, stride, pads, (Ho, Wo))`` returning a tensor or a tuple in the
+            order of ``outputs``. 'cpu_kernel' and 'torch' get the tensors contiguous in the
+            compute dtype (float32 for half inputs); 'triton' gets them as passed.
+
+    Returns:
+        The ``torch.library.CustomOpDef``.
+    """
+
+    def results(tensors: Sequence[torch.Tensor]):
+        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+    def run(*args):
+        window, out_size = check(*args)
+        like = outputs(args, out_size)
+        x, backend, inputs = args[0], args[-1], args[:-_WINDOW_ARGS]
+        if x.numel() == 0:
+            return results([t.new_zeros(shape) for t, shape in like])
+        how = implementation(x, backend, window[0], tuple(implementations))
+        if how != 'triton':
+            dtype = compute_dtype(x.dtype)
+            inputs = tuple(a.to(dtype).contiguous() if isinstance(a, torch.Tensor) else a
+                           for a in inputs)
+        out = implementations[how](*inputs, *window, out_size)
+        out = (out, ) if isinstance(out, torch.Tensor) else out
+        return results([o.to(t.dtype).contiguous() for o, (t, _) in zip(out, like)])
+
+    def fake(*args):
+        _, out_size = check(*args)
+        return results([t.new_empty(shape) for t, shape in outputs(args, out_size)])
+
+    op = torch.library.custom_op(f'lip_mmdet::{name}', run, mutates_args=(), schema=schema)
+    op.register_fake(fake)
+    return op
 
 
 def register_autograd(op, backward_op, num_saved: int, name: str) -> None:
@@ -131,9 +206,3 @@ def register_autograd(op, backward_op, num_saved: int, name: str) -> None:
 
 def _no_context(ctx, inputs, output) -> None:
     pass
-
-
-def contiguous_compute(tensors: Sequence[torch.Tensor],
-                       dtype: torch.dtype) -> Sequence[torch.Tensor]:
-    """``tensors`` as contiguous tensors of ``dtype`` (the kernels' layout)."""
-    return tuple(t.to(dtype).contiguous() for t in tensors)

@@ -22,35 +22,42 @@ validates its own arguments (:func:`check_dpp_args`, :func:`check_filter_guide_a
 implementation and its fake implementation, before any kernel runs.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from .dispatch import check_backend, contiguous_compute, implementation, register_autograd
-from .native import pooling_cpu_library, run_kernel
+from .dispatch import check_backend, define_op, register_autograd, triton_launcher
+from .native import KernelGeometry, pooling_cpu_library, run_kernel
 from .pool_args import (
     IntPair,
     Pads,
-    as_pads,
+    avg_pool_zero_padded,
     check_feature_map,
-    check_index_range,
+    check_map_and_window,
     check_output_like,
     check_param,
     check_window,
     compute_dtype,
-    is_int,
+    pad_map,
     pooled_size,
     window_views,
 )
 
 __all__ = ['dpp2d', 'dpp_box_guide', 'dpp_filter_guide', 'dpp_filter_box_init',
            'dpp_same_padding', 's3_sample', 'check_s3_args', 'DPP_REWARDS', 'DPP_EPS_SQUARED',
-           'dpp_window_weights', 'check_dpp_args', 'check_filter_guide_args']
+           'dpp_window_weights', 'check_dpp_args', 'check_filter_guide_args', 'check_reward',
+           'filter_guide_multiply_adds']
 
 DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
+
+
+def check_reward(reward: str) -> None:
+    """Raises ValueError unless ``reward`` is one of :data:`DPP_REWARDS`."""
+    if reward not in DPP_REWARDS:
+        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
 
 
 def dpp_same_padding(kernel_size: IntPair) -> Pads:
@@ -60,49 +67,19 @@ def dpp_same_padding(kernel_size: IntPair) -> Pads:
     return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left
 
 
-def _padded(t, pads: Pads, fill=0.0):
-    top, bottom, left, right = pads
-    return F.pad(t, (left, right, top, bottom), value=fill)
-
-
 def _window_stack(t, kernel, stride, pads: Pads, out_size):
     """(K, N, C, Ho, Wo): every window offset's strided view of the zero-padded map."""
-    return torch.stack(list(window_views(_padded(t, pads), kernel, stride, out_size)))
+    return torch.stack(list(window_views(pad_map(t, pads), kernel, stride, out_size)))
 
 
 def _window_stack_adjoint(stack, like, kernel, stride, pads: Pads):
     """Adjoint of :func:`_window_stack`: adds each window value back onto its pixel."""
-    top, bottom, left, right = pads
-    grad = _padded(torch.zeros_like(like), pads)
+    top, left = pads[0], pads[2]
+    grad = pad_map(torch.zeros_like(like), pads)
     for view, values in zip(window_views(grad, kernel, stride, stack.shape[-2:]), stack):
         view.add_(values)
     height, width = like.shape[2:]
-    return grad[:, :, top:top + height, left:left + width].contiguous()
-
-
-def _check_dpp_window(kernel_size, stride, padding):
-    """Validates the window; ``padding`` may also be a (top, bottom, left, right) tuple,
-    each side less than the kernel (a symmetric one is at most half the kernel)."""
-    if isinstance(padding, (tuple, list)) and len(padding) == 4:
-        kernel, step, _ = check_window(kernel_size, stride, 0)
-        pads = tuple(padding)
-        if not all(is_int(p) and p >= 0 for p in pads):
-            raise ValueError(f'padding must be non-negative ints, got {padding!r}')
-        if max(pads[:2]) >= kernel[0] or max(pads[2:]) >= kernel[1]:
-            raise ValueError(f'padding {padding!r} leaves windows without a real pixel for '
-                             f'kernel_size {kernel_size!r}')
-        return kernel, step, pads
-    kernel, step, pad = check_window(kernel_size, stride, padding)
-    return kernel, step, as_pads(pad)
-
-
-def _check_map_and_window(x, kernel_size, stride, padding):
-    """Checks ``x`` and a DPP window on it; returns ``((kernel, stride, pads), (Ho, Wo))``."""
-    check_feature_map(x, 'x')
-    kernel, step, pads = _check_dpp_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
-    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
-    return (kernel, step, pads), out_size
+    return grad[:, :, top:top + height, left:left + width]
 
 
 def _channel_param(value, name, channels):
@@ -140,17 +117,17 @@ def check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding, bac
     Returns:
         ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
     """
-    (kernel, step, pads), out_size = _check_map_and_window(x, kernel_size, stride, padding)
+    window, out_size = check_map_and_window(x, kernel_size, stride, padding)
     expected = (*x.shape[:2], *out_size)
     check_output_like(x, guide, 'guide', expected)
     check_param(x, alpha, 'alpha', x.shape[1:2])
     check_param(x, lam, 'lam', x.shape[1:2])
     if not isinstance(asym, bool):
         raise TypeError(f'asym must be a bool, got {asym!r}')
-    check_backend(x, backend, kernel)
+    check_backend(x, backend, window[0])
     if grad is not None:
         check_output_like(x, grad, 'grad', expected)
-    return (kernel, step, pads), out_size
+    return window, out_size
 
 
 def _top_log_penalty(log_penalty, valid, half_lam):
@@ -218,90 +195,53 @@ class _DppWindows:
         return (grad_x, -grad_dev.sum(0), grad_alpha.sum((0, 2, 3)), grad_lam.sum((0, 2, 3)))
 
 
-def _kernel_sizes(x, out_size, kernel, stride, pads):
-    n, c, h, w = x.shape
-    return (n * c, c, h, w, *out_size, *kernel, *stride, *pads)
-
-
-def _dpp_forward_kernel(x, guide, alpha, lam, asym, kernel, stride, pads):
+def _dpp_forward_kernel(x, guide, alpha, lam, asym, kernel, stride, pads, out_size):
     out = torch.empty_like(guide)
     run_kernel(pooling_cpu_library(), 'dpp2d_forward', (x, guide, alpha, lam, out),
-               _kernel_sizes(x, guide.shape[2:], kernel, stride, pads), int(asym))
+               KernelGeometry.of(x.shape, out_size, kernel, stride, pads), int(asym))
     return out
 
 
-def _dpp_backward_kernel(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+def _dpp_backward_kernel(x, guide, alpha, lam, grad, asym, kernel, stride, pads, out_size):
     n, channels = x.shape[:2]
     grad_x, grad_guide = torch.empty_like(x), torch.empty_like(guide)
     plane_alpha = torch.empty(n * channels, dtype=torch.float64)
     plane_lam = torch.empty(n * channels, dtype=torch.float64)
     run_kernel(pooling_cpu_library(), 'dpp2d_backward',
                (x, guide, alpha, lam, grad, grad_x, grad_guide, plane_alpha, plane_lam),
-               _kernel_sizes(x, guide.shape[2:], kernel, stride, pads), int(asym))
+               KernelGeometry.of(x.shape, out_size, kernel, stride, pads), int(asym))
     return (grad_x, grad_guide, plane_alpha.view(n, channels).sum(0),
             plane_lam.view(n, channels).sum(0))
 
 
-def _dpp_inputs(x, guide, alpha, lam):
-    """Contiguous tensors of the compute dtype (parameters as (C,))."""
-    dtype = compute_dtype(x.dtype)
-    return contiguous_compute((x, guide, alpha, lam), dtype)
+def _dpp_torch_forward(x, guide, alpha, lam, asym, kernel, stride, pads, out_size):
+    return _DppWindows(x, guide, alpha, lam, asym, kernel, stride, pads).out
 
 
-@torch.library.custom_op('lip_mmdet::dpp2d', mutates_args=())
-def _dpp2d_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor,
-              asym: bool, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-              backend: str) -> torch.Tensor:
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend)
-    if x.numel() == 0:
-        return guide.new_zeros(guide.shape)
-    how = implementation(x, backend, window[0])
-    if how == 'triton':
-        from . import triton_pooling
-        return triton_pooling.launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
-    inputs = _dpp_inputs(x, guide, alpha, lam)
-    if how == 'cpu_kernel':
-        out = _dpp_forward_kernel(*inputs, asym, *window)
-    else:
-        out = _DppWindows(*inputs, asym, *window).out
-    return out.to(x.dtype)
+def _dpp_torch_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads, out_size):
+    windows = _DppWindows(x, guide, alpha, lam, asym, kernel, stride, pads)
+    return windows.backward(grad, x, kernel, stride, pads)
 
 
-@_dpp2d_op.register_fake
-def _dpp2d_fake(x, guide, alpha, lam, asym, kernel, stride, pads, backend):
-    check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend)
-    return guide.new_empty(guide.shape)
+def _check_dpp_backward_args(x, guide, alpha, lam, grad, asym, kernel, stride, pads, backend):
+    return check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend, grad)
 
 
-@torch.library.custom_op('lip_mmdet::dpp2d_backward', mutates_args=())
-def _dpp2d_backward_op(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor,
-                       lam: torch.Tensor, grad: torch.Tensor, asym: bool,
-                       kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                       backend: str
-                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend, grad)
-    if x.numel() == 0:
-        return (x.new_zeros(x.shape), guide.new_zeros(guide.shape),
-                alpha.new_zeros(alpha.shape), lam.new_zeros(lam.shape))
-    how = implementation(x, backend, window[0])
-    if how == 'triton':
-        from . import triton_pooling
-        grads = triton_pooling.launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
-    else:
-        inputs = _dpp_inputs(x, guide, alpha, lam)
-        grad_out = grad.to(inputs[0].dtype).contiguous()
-        if how == 'cpu_kernel':
-            grads = _dpp_backward_kernel(*inputs, grad_out, asym, *window)
-        else:
-            grads = _DppWindows(*inputs, asym, *window).backward(grad_out, inputs[0], *window)
-    return tuple(g.to(like.dtype).contiguous() for g, like in zip(grads, (x, guide, alpha, lam)))
+_WINDOW_SCHEMA = 'SymInt[] kernel, SymInt[] stride, SymInt[] pads, str backend'
+_DPP_INPUTS = 'Tensor x, Tensor guide, Tensor alpha, Tensor lam'
 
+_dpp2d_op = define_op(
+    'dpp2d', f'({_DPP_INPUTS}, bool asym, {_WINDOW_SCHEMA}) -> Tensor', check_dpp_args,
+    lambda args, out_size: ((args[1], args[1].shape), ),
+    {'cpu_kernel': _dpp_forward_kernel, 'torch': _dpp_torch_forward,
+     'triton': triton_launcher('launch_dpp2d_forward')})
 
-@_dpp2d_backward_op.register_fake
-def _dpp2d_backward_fake(x, guide, alpha, lam, grad, asym, kernel, stride, pads, backend):
-    check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, backend, grad)
-    return tuple(t.new_empty(t.shape) for t in (x, guide, alpha, lam))
-
+_dpp2d_backward_op = define_op(
+    'dpp2d_backward', f'({_DPP_INPUTS}, Tensor grad, bool asym, {_WINDOW_SCHEMA}) -> (Tensor, '
+    'Tensor, Tensor, Tensor)', _check_dpp_backward_args,
+    lambda args, out_size: tuple((t, t.shape) for t in args[:4]),
+    {'cpu_kernel': _dpp_backward_kernel, 'torch': _dpp_torch_backward,
+     'triton': triton_launcher('launch_dpp2d_backward')})
 
 register_autograd(_dpp2d_op, _dpp2d_backward_op, num_saved=4, name='dpp2d')
 
@@ -328,15 +268,22 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
     Returns:
         (N, C, Ho, Wo), Ho/Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
     """
+    alpha, lam, asym, window = _dpp2d_args(x, guide, alpha, lam, reward, kernel_size, stride,
+                                           padding, backend)
+    return _dpp2d_op(x, guide, alpha, lam, asym, *window, backend)
+
+
+def _dpp2d_args(x, guide, alpha, lam, reward, kernel_size, stride, padding, backend):
+    """:func:`dpp2d`'s arguments checked and in the op's form: (alpha, lam as (C,), asym,
+    (kernel, stride, pads))."""
     check_feature_map(x, 'x')
-    if reward not in DPP_REWARDS:
-        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+    check_reward(reward)
     alpha, lam = (_channel_param(t, name, x.shape[1]) for t, name in ((alpha, 'alpha'),
                                                                        (lam, 'lam')))
     asym = reward == 'asym'
     window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel_size, stride, padding,
                                backend)
-    return _dpp2d_op(x, guide, alpha, lam, asym, *window, backend)
+    return alpha, lam, asym, window
 
 
 def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2,
@@ -347,15 +294,12 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     under 'auto'/'cpu_kernel', windows up to 3x3 use the filter guide op with box taps (its
     fused kernel beats ``F.avg_pool2d`` on CPU); otherwise ``F.avg_pool2d``.
     """
-    (kernel, step, pads), _ = _check_map_and_window(x, kernel_size, stride, padding)
+    (kernel, step, pads), _ = check_map_and_window(x, kernel_size, stride, padding)
     check_backend(x, backend)
     if max(kernel) <= 3 and x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel'):
         box = dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
         return dpp_filter_guide(x, box, None, kernel, step, pads, backend=backend)
-    top, bottom, left, right = pads
-    if top == bottom and left == right:  # no padded copy for autograd to keep
-        return F.avg_pool2d(x, kernel, step, (top, left), count_include_pad=True)
-    return F.avg_pool2d(_padded(x, pads), kernel, step)
+    return avg_pool_zero_padded(x, kernel, step, pads)
 
 
 def _filter_alignment(kernel: int) -> int:
@@ -372,12 +316,6 @@ def _filter_geometry(x, kernel, stride, pads):
     bottom = (out_size[0] - 1) * stride[0] + 3 - top - x.shape[2]
     right = (out_size[1] - 1) * stride[1] + 3 - left - x.shape[3]
     return out_size, (top, bottom, left, right)
-
-
-def _filter_kernel(x, backend) -> bool:
-    """Whether the fused CPU kernel computes the filter guide (else ``F.conv2d``)."""
-    return (x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel')
-            and implementation(x, backend) == 'cpu_kernel')
 
 
 def check_filter_guide_args(x, weight, bias, kernel_size, stride, padding, backend,
@@ -399,99 +337,94 @@ def check_filter_guide_args(x, weight, bias, kernel_size, stride, padding, backe
     Returns:
         ``((kernel, stride, pads), (Ho, Wo))``, pads as (top, bottom, left, right).
     """
-    (kernel, step, pads), out_size = _check_map_and_window(x, kernel_size, stride, padding)
+    window, out_size = check_map_and_window(x, kernel_size, stride, padding)
     channels = x.shape[1]
     check_param(x, weight, 'weight', (channels, 1, 3, 3))
     check_param(x, bias, 'bias', (channels, ))
     check_backend(x, backend)
     if grad is not None:
         check_output_like(x, grad, 'grad', (*x.shape[:2], *out_size))
-    return (kernel, step, pads), out_size
+    return window, out_size
 
 
-def _filter_sizes(x, out_size, stride, filter_pads):
-    n, c, h, w = x.shape
-    return (n * c, c, h, w, *out_size, *stride, filter_pads[0], filter_pads[2])
+def _filter_kernel_geometry(x, kernel, stride, pads, out_size) -> KernelGeometry:
+    """The CPU kernel's geometry: the 3x3 filter as the window, its offsets as pad_top and
+    pad_left."""
+    return KernelGeometry.of(x.shape, out_size, (3, 3), stride,
+                             _filter_geometry(x, kernel, stride, pads)[1])
 
 
-@torch.library.custom_op('lip_mmdet::dpp_filter_guide', mutates_args=())
-def _filter_guide_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                     kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                     backend: str) -> torch.Tensor:
-    (kernel, stride, pads), _ = check_filter_guide_args(x, weight, bias, kernel, stride, pads,
-                                                        backend)
-    out_size, filter_pads = _filter_geometry(x, kernel, stride, pads)
-    if x.numel() == 0:
-        return x.new_zeros((*x.shape[:2], *out_size))
-    xc, wc, bc = contiguous_compute((x, weight, bias), compute_dtype(x.dtype))
-    if _filter_kernel(x, backend):
-        out = xc.new_empty((*x.shape[:2], *out_size))
-        run_kernel(pooling_cpu_library(), 'dpp_filter_guide_forward', (xc, wc, bc, out),
-                   _filter_sizes(x, out_size, stride, filter_pads))
-    else:
-        out = F.conv2d(_padded(xc, filter_pads), wc, bc, stride=stride, groups=x.shape[1])
-    return out.to(x.dtype)
+def _filter_forward_kernel(x, weight, bias, kernel, stride, pads, out_size):
+    out = x.new_empty((*x.shape[:2], *out_size))
+    run_kernel(pooling_cpu_library(), 'dpp_filter_guide_forward', (x, weight, bias, out),
+               _filter_kernel_geometry(x, kernel, stride, pads, out_size))
+    return out
 
 
-@_filter_guide_op.register_fake
-def _filter_guide_fake(x, weight, bias, kernel, stride, pads, backend):
-    _, out_size = check_filter_guide_args(x, weight, bias, kernel, stride, pads, backend)
-    return x.new_empty((*x.shape[:2], *out_size))
-
-
-@torch.library.custom_op('lip_mmdet::dpp_filter_guide_backward', mutates_args=())
-def _filter_guide_backward_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                              grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
-                              pads: Sequence[int], backend: str
-                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    (kernel, stride, pads), _ = check_filter_guide_args(x, weight, bias, kernel, stride, pads,
-                                                        backend, grad)
-    out_size, filter_pads = _filter_geometry(x, kernel, stride, pads)
-    if x.numel() == 0:
-        return x.new_zeros(x.shape), weight.new_zeros(weight.shape), bias.new_zeros(bias.shape)
+def _filter_backward_kernel(x, weight, bias, grad, kernel, stride, pads, out_size):
     n, channels = x.shape[:2]
-    xc, wc, gc = contiguous_compute((x, weight, grad), compute_dtype(x.dtype))
-    if _filter_kernel(x, backend):
-        grad_x = torch.empty_like(xc)
-        plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
-        plane_bias = torch.empty(n * channels, dtype=torch.float64)
-        run_kernel(pooling_cpu_library(), 'dpp_filter_guide_backward',
-                   (xc, wc, gc, grad_x, plane_weight, plane_bias),
-                   _filter_sizes(x, out_size, stride, filter_pads))
-        grad_weight = plane_weight.view(n, channels, 1, 3, 3).sum(0)
-        grad_bias = plane_bias.view(n, channels).sum(0)
-    else:
-        padded = _padded(xc, filter_pads)
-        grad_padded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            gc, padded, wc, [channels], list(stride), [0, 0], [1, 1], False, [0, 0], channels,
-            [True, True, True])
-        top, bottom, left, right = filter_pads
-        grad_x = F.pad(grad_padded, (-left, -right, -top, -bottom))
-    return (grad_x.to(x.dtype).contiguous(), grad_weight.to(weight.dtype).contiguous(),
-            grad_bias.to(bias.dtype).contiguous())
+    grad_x = torch.empty_like(x)
+    plane_weight = torch.empty(n * channels, 9, dtype=torch.float64)
+    plane_bias = torch.empty(n * channels, dtype=torch.float64)
+    run_kernel(pooling_cpu_library(), 'dpp_filter_guide_backward',
+               (x, weight, grad, grad_x, plane_weight, plane_bias),
+               _filter_kernel_geometry(x, kernel, stride, pads, out_size))
+    return (grad_x, plane_weight.view(n, channels, 1, 3, 3).sum(0),
+            plane_bias.view(n, channels).sum(0))
 
 
-@_filter_guide_backward_op.register_fake
-def _filter_guide_backward_fake(x, weight, bias, grad, kernel, stride, pads, backend):
-    check_filter_guide_args(x, weight, bias, kernel, stride, pads, backend, grad)
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+def _filter_torch_forward(x, weight, bias, kernel, stride, pads, out_size):
+    filter_pads = _filter_geometry(x, kernel, stride, pads)[1]
+    return F.conv2d(pad_map(x, filter_pads), weight, bias, stride=stride, groups=x.shape[1])
 
+
+def _filter_torch_backward(x, weight, bias, grad, kernel, stride, pads, out_size):
+    channels = x.shape[1]
+    top, bottom, left, right = _filter_geometry(x, kernel, stride, pads)[1]
+    grad_padded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad, pad_map(x, (top, bottom, left, right)), weight, [channels], list(stride),
+        [0, 0], [1, 1], False, [0, 0], channels, [True, True, True])
+    return F.pad(grad_padded, (-left, -right, -top, -bottom)), grad_weight, grad_bias
+
+
+def _check_filter_backward_args(x, weight, bias, grad, kernel, stride, pads, backend):
+    return check_filter_guide_args(x, weight, bias, kernel, stride, pads, backend, grad)
+
+
+# No Triton kernel: on CUDA the guide is a strided depthwise convolution, which cuDNN serves.
+_filter_guide_op = define_op(
+    'dpp_filter_guide', f'(Tensor x, Tensor weight, Tensor bias, {_WINDOW_SCHEMA}) -> Tensor',
+    check_filter_guide_args,
+    lambda args, out_size: ((args[0], (*args[0].shape[:2], *out_size)), ),
+    {'cpu_kernel': _filter_forward_kernel, 'torch': _filter_torch_forward})
+
+_filter_guide_backward_op = define_op(
+    'dpp_filter_guide_backward', f'(Tensor x, Tensor weight, Tensor bias, Tensor grad, '
+    f'{_WINDOW_SCHEMA}) -> (Tensor, Tensor, Tensor)', _check_filter_backward_args,
+    lambda args, out_size: tuple((t, t.shape) for t in args[:3]),
+    {'cpu_kernel': _filter_backward_kernel, 'torch': _filter_torch_backward})
 
 register_autograd(_filter_guide_op, _filter_guide_backward_op, num_saved=3,
                   name='dpp_filter_guide')
+
+
+def filter_guide_multiply_adds(out_shape) -> int:
+    """Multiply-adds of one :func:`dpp_filter_guide` call with output shape ``out_shape``
+    (N, C, Ho, Wo): one 3x3 filter per output pixel."""
+    return 9 * math.prod(out_shape)
 
 
 # FlopCounterMode counts the guide as the depthwise 3x3 convolution it is (2 FLOPs per
 # multiply-add, torch's convention); backward computes the input and the weight gradients.
 @register_flop_formula(torch.ops.lip_mmdet.dpp_filter_guide)
 def _filter_guide_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
-    return 2 * 9 * math.prod(out_shape)
+    return 2 * filter_guide_multiply_adds(out_shape)
 
 
 @register_flop_formula(torch.ops.lip_mmdet.dpp_filter_guide_backward)
 def _filter_guide_backward_flops(x_shape, weight_shape, bias_shape, grad_shape, *args,
                                  **kwargs) -> int:
-    return 2 * 2 * 9 * math.prod(grad_shape)
+    return 2 * 2 * filter_guide_multiply_adds(grad_shape)
 
 
 def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -602,14 +535,9 @@ def dpp_window_weights(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor
         (N, C, Kh * Kw, Ho, Wo), window taps in row-major order; each window's weights sum
         to 1 and padding taps are 0. Compute dtype (float32 for half inputs).
     """
-    check_feature_map(x, 'x')
-    if reward not in DPP_REWARDS:
-        raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
-    alpha, lam = (_channel_param(t, name, x.shape[1]) for t, name in ((alpha, 'alpha'),
-                                                                       (lam, 'lam')))
-    (kernel, step, pads), _ = check_dpp_args(x, guide, alpha, lam, reward == 'asym',
-                                             kernel_size, stride, padding, 'torch')
+    alpha, lam, asym, window = _dpp2d_args(x, guide, alpha, lam, reward, kernel_size, stride,
+                                           padding, 'torch')
+    dtype = compute_dtype(x.dtype)
     with torch.no_grad():
-        windows = _DppWindows(*_dpp_inputs(x, guide, alpha, lam), reward == 'asym', kernel,
-                              step, pads)
+        windows = _DppWindows(*(t.to(dtype) for t in (x, guide, alpha, lam)), asym, *window)
         return (windows.weight / windows.weight_sum).permute(1, 2, 0, 3, 4)

@@ -23,33 +23,27 @@ How it stays exact, safe and lean:
   kernel runs, so direct ``torch.ops.lip_mmdet.*`` calls, compiled graphs and exported
   programs get the same errors as :func:`lip2d`.
 """
-from typing import NamedTuple, Sequence, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .dispatch import check_backend, contiguous_compute, implementation, register_autograd
-from .native import pooling_cpu_library, run_kernel
+from .dispatch import check_backend, define_op, register_autograd, triton_launcher
+from .native import KernelGeometry, pooling_cpu_library, run_kernel
 from .pool_args import (
     IntPair,
-    check_feature_map,
-    check_index_range,
+    avg_pool_zero_padded,
+    check_map_and_window,
     check_output_like,
-    check_output_size,
     check_same_layout,
-    check_window,
     compute_dtype,
-    pooled_size,
+    pad_map,
     window_views,
 )
 
 __all__ = ['lip2d', 'lip2d_naive', 'lip_window_weights', 'SHIFT_RANGE', 'check_lip_args']
 
 SHIFT_RANGE = 60.0
-
-
-def _pad(t, padding, value=0.0):
-    return F.pad(t, (padding[1], padding[1], padding[0], padding[0]), value=value)
 
 
 class WindowSums(NamedTuple):
@@ -61,10 +55,12 @@ class WindowSums(NamedTuple):
     l_pad: torch.Tensor
 
 
-def _windowed_sums(x, logit, kernel, stride, padding) -> WindowSums:
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, padding)
-    win_max = F.max_pool2d(logit, kernel, stride, padding)
-    x_pad, l_pad = _pad(x, padding), _pad(logit, padding, float('-inf'))
+def _windowed_sums(x, logit, kernel, stride, pads, out_size) -> WindowSums:
+    # max_pool2d pads with -inf (never a maximum) but takes symmetric padding only, so the
+    # maximum runs on the logits padded explicitly.
+    l_pad = pad_map(logit, pads, float('-inf'))
+    win_max = F.max_pool2d(l_pad, kernel, stride)
+    x_pad = pad_map(x, pads)
     num, den = torch.zeros_like(win_max), torch.zeros_like(win_max)
     for xs, ls in zip(window_views(x_pad, kernel, stride, out_size),
                       window_views(l_pad, kernel, stride, out_size)):
@@ -74,43 +70,35 @@ def _windowed_sums(x, logit, kernel, stride, padding) -> WindowSums:
     return WindowSums(win_max, num, den, x_pad, l_pad)
 
 
-def _torch_forward(x, logit, kernel, stride, padding):
-    sums = _windowed_sums(x, logit, kernel, stride, padding)
+def _torch_forward(x, logit, kernel, stride, pads, out_size):
+    sums = _windowed_sums(x, logit, kernel, stride, pads, out_size)
     return sums.num / sums.den
 
 
-def _torch_backward(x, logit, grad, kernel, stride, padding):
-    sums = _windowed_sums(x, logit, kernel, stride, padding)
+def _torch_backward(x, logit, grad, kernel, stride, pads, out_size):
+    sums = _windowed_sums(x, logit, kernel, stride, pads, out_size)
     out, scale = sums.num / sums.den, grad / sums.den
     grad_x, grad_l = torch.zeros_like(sums.x_pad), torch.zeros_like(sums.x_pad)
-    out_size = out.shape[2:]
     for xs, ls, gx, gl in zip(*(window_views(t, kernel, stride, out_size)
                                 for t in (sums.x_pad, sums.l_pad, grad_x, grad_l))):
         weight = torch.exp(ls - sums.win_max).mul_(scale)
         gx.add_(weight)
         gl.addcmul_(weight, xs - out)
-    (ph, pw), (h, w) = padding, x.shape[2:]
-    return (grad_x[:, :, ph:ph + h, pw:pw + w].contiguous(),
-            grad_l[:, :, ph:ph + h, pw:pw + w].contiguous())
+    top, left, (h, w) = pads[0], pads[2], x.shape[2:]
+    return grad_x[:, :, top:top + h, left:left + w], grad_l[:, :, top:top + h, left:left + w]
 
 
-def _sizes(x, out_size, kernel, stride, padding):
-    n, c, h, w = x.shape
-    return (n * c, h, w, *out_size, *kernel, *stride, *padding)
-
-
-def _kernel_forward(x, logit, kernel, stride, padding):
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, padding)
+def _kernel_forward(x, logit, kernel, stride, pads, out_size):
     out = x.new_empty((*x.shape[:2], *out_size))
     run_kernel(pooling_cpu_library(), 'lip2d_forward', (x, logit, out),
-               _sizes(x, out_size, kernel, stride, padding), SHIFT_RANGE)
+               KernelGeometry.of(x.shape, out_size, kernel, stride, pads), SHIFT_RANGE)
     return out
 
 
-def _kernel_backward(x, logit, grad, kernel, stride, padding):
+def _kernel_backward(x, logit, grad, kernel, stride, pads, out_size):
     grad_x, grad_l = torch.empty_like(x), torch.empty_like(x)
     run_kernel(pooling_cpu_library(), 'lip2d_backward', (x, logit, grad, grad_x, grad_l),
-               _sizes(x, grad.shape[2:], kernel, stride, padding), SHIFT_RANGE)
+               KernelGeometry.of(x.shape, out_size, kernel, stride, pads), SHIFT_RANGE)
     return grad_x, grad_l
 
 
@@ -125,68 +113,41 @@ def check_lip_args(x, logit, kernel_size, stride, padding, backend, grad=None):
         logit: same shape, dtype and device as ``x``.
         kernel_size: int or (h, w), positive.
         stride: int or (h, w), positive.
-        padding: int or (h, w), at most half the kernel (every window holds a real pixel).
+        padding: int or (h, w), at most half the kernel, or (top, bottom, left, right), each
+            less than the kernel (every window holds a real pixel).
         backend: one of ``POOLING_BACKENDS``, able to run on ``x``'s device.
         grad: the output gradient (N, C, Ho, Wo) of ``x``'s dtype and device, or None.
 
     Returns:
-        ``((kernel, stride, padding), (Ho, Wo))``: the window as (h, w) pairs and the output
-        size.
+        ``((kernel, stride, pads), (Ho, Wo))``: the window as (h, w) pairs, pads as (top,
+        bottom, left, right), and the output size.
     """
-    check_feature_map(x, 'x')
+    window, out_size = check_map_and_window(x, kernel_size, stride, padding)
     check_same_layout(x, logit, 'logit')
-    kernel, step, pad = check_window(kernel_size, stride, padding)
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pad)
-    check_index_range(x.shape[2], x.shape[3], kernel, step, pad, out_size)
-    check_backend(x, backend, kernel)
+    check_backend(x, backend, window[0])
     if grad is not None:
         check_output_like(x, grad, 'grad', (*x.shape[:2], *out_size))
-    return (kernel, step, pad), out_size
+    return window, out_size
 
 
-@torch.library.custom_op('lip_mmdet::lip2d', mutates_args=())
-def _lip2d_op(x: torch.Tensor, logit: torch.Tensor, kernel: Sequence[int],
-              stride: Sequence[int], padding: Sequence[int], backend: str) -> torch.Tensor:
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend)
-    if x.numel() == 0:
-        return x.new_zeros((*x.shape[:2], *out_size))
-    how = implementation(x, backend, window[0])
-    if how == 'triton':
-        from . import triton_pooling
-        return triton_pooling.launch_lip2d_forward(x, logit, *window, out_size)
-    xc, lc = contiguous_compute((x, logit), compute_dtype(x.dtype))
-    forward = _kernel_forward if how == 'cpu_kernel' else _torch_forward
-    return forward(xc, lc, *window).to(x.dtype)
+def _check_lip_backward_args(x, logit, grad, kernel, stride, pads, backend):
+    return check_lip_args(x, logit, kernel, stride, pads, backend, grad)
 
 
-@_lip2d_op.register_fake
-def _lip2d_fake(x, logit, kernel, stride, padding, backend):
-    _, out_size = check_lip_args(x, logit, kernel, stride, padding, backend)
-    return x.new_empty((*x.shape[:2], *out_size))
+_WINDOW_SCHEMA = 'SymInt[] kernel, SymInt[] stride, SymInt[] pads, str backend'
 
+_lip2d_op = define_op(
+    'lip2d', f'(Tensor x, Tensor logit, {_WINDOW_SCHEMA}) -> Tensor', check_lip_args,
+    lambda args, out_size: ((args[0], (*args[0].shape[:2], *out_size)), ),
+    {'cpu_kernel': _kernel_forward, 'torch': _torch_forward,
+     'triton': triton_launcher('launch_lip2d_forward')})
 
-@torch.library.custom_op('lip_mmdet::lip2d_backward', mutates_args=())
-def _lip2d_backward_op(x: torch.Tensor, logit: torch.Tensor, grad: torch.Tensor,
-                       kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                       backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, backend, grad)
-    if x.numel() == 0:
-        return x.new_zeros(x.shape), x.new_zeros(x.shape)
-    how = implementation(x, backend, window[0])
-    if how == 'triton':
-        from . import triton_pooling
-        return triton_pooling.launch_lip2d_backward(x, logit, grad, *window, out_size)
-    xc, lc, gc = contiguous_compute((x, logit, grad), compute_dtype(x.dtype))
-    backward = _kernel_backward if how == 'cpu_kernel' else _torch_backward
-    grad_x, grad_l = backward(xc, lc, gc, *window)
-    return grad_x.to(x.dtype), grad_l.to(x.dtype)
-
-
-@_lip2d_backward_op.register_fake
-def _lip2d_backward_fake(x, logit, grad, kernel, stride, padding, backend):
-    check_lip_args(x, logit, kernel, stride, padding, backend, grad)
-    return x.new_empty(x.shape), x.new_empty(x.shape)
-
+_lip2d_backward_op = define_op(
+    'lip2d_backward', f'(Tensor x, Tensor logit, Tensor grad, {_WINDOW_SCHEMA}) -> (Tensor, '
+    'Tensor)', _check_lip_backward_args,
+    lambda args, out_size: ((args[0], args[0].shape), (args[1], args[1].shape)),
+    {'cpu_kernel': _kernel_backward, 'torch': _torch_backward,
+     'triton': triton_launcher('launch_lip2d_backward')})
 
 register_autograd(_lip2d_op, _lip2d_backward_op, num_saved=2, name='lip2d')
 
@@ -200,7 +161,8 @@ def lip2d(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3, stride
         logit: importance logits of the same shape, dtype and device; weights are exp(logit).
         kernel_size: window size, int or (h, w), as in ``F.avg_pool2d``.
         stride: window step, int or (h, w).
-        padding: int or (h, w), at most half the kernel. Padding pixels get no weight.
+        padding: int or (h, w), at most half the kernel, or (top, bottom, left, right), each
+            less than the kernel. Padding pixels get no weight.
         backend: 'auto' (fused CPU kernel on CPU, Triton on CUDA, PyTorch ops otherwise),
             'cpu_kernel', 'triton' or 'torch' (see :mod:`lip_mmdet.ops.dispatch`).
 
@@ -218,13 +180,11 @@ def lip2d_naive(x: torch.Tensor, logit: torch.Tensor, kernel_size: IntPair = 3,
     ``avg_pool(x * exp(logit)) / avg_pool(exp(logit))``: overflows for large logits (e^89 in
     float32, e^12 in float16) and keeps every intermediate for backward.
     """
-    check_feature_map(x, 'x')
+    (kernel, step, pads), _ = check_map_and_window(x, kernel_size, stride, padding)
     check_same_layout(x, logit, 'logit')
-    kernel, step, pad = check_window(kernel_size, stride, padding)
-    check_output_size(x.shape[2], x.shape[3], kernel, pad)
     weight = torch.exp(logit)
-    return (F.avg_pool2d(x * weight, kernel, step, pad)
-            / F.avg_pool2d(weight, kernel, step, pad))
+    return (avg_pool_zero_padded(x * weight, kernel, step, pads)
+            / avg_pool_zero_padded(weight, kernel, step, pads))
 
 
 def lip_window_weights(logit: torch.Tensor, kernel_size: IntPair = 3, stride: IntPair = 2,
@@ -241,11 +201,10 @@ def lip_window_weights(logit: torch.Tensor, kernel_size: IntPair = 3, stride: In
         ``lip2d(x, logit)`` equals the weighted sum of each window's pixels of ``x``. Each
         window's weights sum to 1; padding taps are 0. Compute dtype (float32 for half).
     """
-    check_feature_map(logit, 'logit')
-    kernel, step, pad = check_window(kernel_size, stride, padding)
+    (kernel, step, pads), out_size = check_map_and_window(logit, kernel_size, stride, padding)
     logit = logit.detach().to(compute_dtype(logit.dtype))
     # the PyTorch form's window sums (their numerator, of x = logit, goes unused)
-    sums = _windowed_sums(logit, logit, kernel, step, pad)
+    sums = _windowed_sums(logit, logit, kernel, step, pads, out_size)
     taps = [torch.exp(ls - sums.win_max) / sums.den
-            for ls in window_views(sums.l_pad, kernel, step, sums.den.shape[2:])]
+            for ls in window_views(sums.l_pad, kernel, step, out_size)]
     return torch.stack(taps, dim=2)

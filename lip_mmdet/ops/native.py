@@ -40,10 +40,11 @@ built:
   rebuilt under a new file name (one warning); as each load is a new in-memory file, the
   process's ``dlopen`` never serves the old one again, so the recovery works in-process.
 
-Every entry point validates its sizes (checked 64-bit arithmetic, the window relations its
-indexing relies on) and returns a status code; :func:`run_kernel` also checks each tensor's
-device, dtype, layout and element count against the sizes, and turns a nonzero status into
-a ``ValueError`` that names the problem.
+Every entry point takes its sizes as one :class:`KernelGeometry` (a named field per size),
+validates them (checked 64-bit arithmetic, the window relations its indexing relies on) and
+returns a status code; :func:`run_kernel` also checks each tensor's device, dtype, layout and
+element count against the geometry, and turns a nonzero status into a ``ValueError`` that
+names the problem.
 
 Environment:
     LIP_MMDET_NATIVE=0    never build or load the library (pure-PyTorch path only).
@@ -73,11 +74,11 @@ from typing import Dict, Optional, Tuple
 import torch
 
 __all__ = ['pooling_cpu_library', 'native_enabled', 'run_kernel', 'sanitizer_environment',
-           'ABI_VERSION']
+           'ABI_VERSION', 'KernelGeometry']
 
 #: The version ``lip_mmdet_pooling_abi()`` must return (``LIP_MMDET_POOLING_ABI`` in
 #: ``csrc/checks.h``): the entry points' argument layout and status codes.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _MIN_ELEMENTS_PER_THREAD = 1 << 15
 
@@ -97,7 +98,8 @@ _SANITIZER_FLAGS = ('-fsanitize=address,undefined', '-fno-sanitize-recover=all',
 _STATUS = {
     2: 'a size is not positive (or the plane count is negative or not a multiple of the '
        'channel count)',
-    3: 'invalid window: kernel and stride must be positive and each padding in [0, kernel)',
+    3: 'invalid window: kernel and stride must be positive and each padding in [0, kernel) '
+       '(the filter guide: a 3x3 window)',
     4: 'the output size is not the one the input size, kernel, stride and padding give',
     5: 'a size, index or byte count overflows 64-bit arithmetic',
     6: 'the thread count is outside [1, 4096]',
@@ -351,6 +353,39 @@ def _dlopen_bytes(data: bytes) -> ctypes.CDLL:
     return ctypes.CDLL(path)
 
 
+class KernelGeometry(ctypes.Structure):
+    """The sizes of one CPU kernel call, by name (``PoolGeometry`` in ``csrc/checks.h``).
+
+    ``planes`` = N * C planes of ``height`` x ``width`` pooled to ``out_height`` x
+    ``out_width`` by a ``kh`` x ``kw`` window at stride (``sh``, ``sw``) with padding
+    ``pad_top``, ``pad_bottom``, ``pad_left``, ``pad_right``. The filter guide's window is
+    its 3x3 filter and its offsets are ``pad_top``, ``pad_left``.
+    """
+    _fields_ = [(name, ctypes.c_int64) for name in (
+        'planes', 'channels', 'height', 'width', 'out_height', 'out_width', 'kh', 'kw', 'sh',
+        'sw', 'pad_top', 'pad_bottom', 'pad_left', 'pad_right')]
+
+    @classmethod
+    def of(cls, x_shape, out_size, kernel, stride, pads) -> 'KernelGeometry':
+        """The geometry of pooling an (N, C, H, W) map to ``out_size`` (Ho, Wo) with the
+        window (kh, kw), stride (sh, sw) and pads (top, bottom, left, right).
+
+        Raises ValueError for a value that is not an int in the int64 range (ctypes would
+        wrap it silently).
+        """
+        n, channels, height, width = x_shape
+        values = (n * channels, channels, height, width, *out_size, *kernel, *stride, *pads)
+        if len(values) != len(cls._fields_) or not all(
+                type(v) is int and -(1 << 63) <= v < (1 << 63) for v in values):
+            raise ValueError(f'CPU kernel geometry takes {len(cls._fields_)} int64 values, got '
+                             f'{values!r}')
+        return cls(*values)
+
+    def __repr__(self) -> str:
+        return 'KernelGeometry(' + ', '.join(f'{name}={getattr(self, name)}'
+                                             for name, _ in self._fields_) + ')'
+
+
 def _bind(data: bytes, origin: str) -> ctypes.CDLL:
     """Loads ``data``, checks its ABI version and declares the kernels' signatures."""
     library = _dlopen_bytes(data)
@@ -359,14 +394,14 @@ def _bind(data: bytes, origin: str) -> ctypes.CDLL:
     abi.argtypes, abi.restype = [], ctypes.c_int64
     if abi() != ABI_VERSION:
         raise _Stale(f'ABI version {abi()}, expected {ABI_VERSION}')
-    pointer, sizes, c_int = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int
+    pointer, geometry, c_int = ctypes.c_void_p, ctypes.POINTER(KernelGeometry), ctypes.c_int
     signatures = {
-        'lip2d_forward': [pointer] * 3 + [sizes, ctypes.c_double, c_int],
-        'lip2d_backward': [pointer] * 5 + [sizes, ctypes.c_double, c_int],
-        'dpp2d_forward': [pointer] * 5 + [sizes, c_int, c_int],
-        'dpp2d_backward': [pointer] * 9 + [sizes, c_int, c_int],
-        'dpp_filter_guide_forward': [pointer] * 4 + [sizes, c_int],
-        'dpp_filter_guide_backward': [pointer] * 6 + [sizes, c_int],
+        'lip2d_forward': [pointer] * 3 + [geometry, ctypes.c_double, c_int],
+        'lip2d_backward': [pointer] * 5 + [geometry, ctypes.c_double, c_int],
+        'dpp2d_forward': [pointer] * 5 + [geometry, c_int, c_int],
+        'dpp2d_backward': [pointer] * 9 + [geometry, c_int, c_int],
+        'dpp_filter_guide_forward': [pointer] * 4 + [geometry, c_int],
+        'dpp_filter_guide_backward': [pointer] * 6 + [geometry, c_int],
     }
     for name, argtypes in signatures.items():
         for suffix in ('f32', 'f64'):
@@ -472,39 +507,30 @@ def sanitizer_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str
 # Calling
 
 
-def _plane_sizes(sizes, channels_at):
-    """(input elements, output elements, channels, planes) from a kernel's sizes."""
-    planes = sizes[0]
-    channels = sizes[1] if channels_at else 1
-    h, w, oh, ow = sizes[1 + channels_at:5 + channels_at]
-    return planes * h * w, planes * oh * ow, channels, planes
-
-
-# Per kernel: the sizes' length, whether sizes[1] is the channel count, and each tensor's
-# element count from (input, output, channels, planes) elements; 'f64' marks the float64
-# per-plane accumulators.
+# Per kernel, each tensor's element count from (input, output, channels, planes) elements;
+# 'f64' marks the float64 per-plane accumulators.
 _KERNELS = {
-    'lip2d_forward': (11, 0, lambda i, o, c, p: (i, i, o)),
-    'lip2d_backward': (11, 0, lambda i, o, c, p: (i, i, o, i, i)),
-    'dpp2d_forward': (14, 1, lambda i, o, c, p: (i, o, c, c, o)),
-    'dpp2d_backward': (14, 1, lambda i, o, c, p: (i, o, c, c, o, i, o, ('f64', p), ('f64', p))),
-    'dpp_filter_guide_forward': (10, 1, lambda i, o, c, p: (i, 9 * c, c, o)),
-    'dpp_filter_guide_backward': (10, 1, lambda i, o, c, p: (i, 9 * c, o, i, ('f64', 9 * p),
-                                                            ('f64', p))),
+    'lip2d_forward': lambda i, o, c, p: (i, i, o),
+    'lip2d_backward': lambda i, o, c, p: (i, i, o, i, i),
+    'dpp2d_forward': lambda i, o, c, p: (i, o, c, c, o),
+    'dpp2d_backward': lambda i, o, c, p: (i, o, c, c, o, i, o, ('f64', p), ('f64', p)),
+    'dpp_filter_guide_forward': lambda i, o, c, p: (i, 9 * c, c, o),
+    'dpp_filter_guide_backward': lambda i, o, c, p: (i, 9 * c, o, i, ('f64', 9 * p),
+                                                     ('f64', p)),
 }
 
 
-def _check_call(name: str, tensors, sizes) -> None:
+def _check_call(name: str, tensors, geometry: KernelGeometry) -> None:
     """Raises ValueError/TypeError unless ``tensors`` are what kernel ``name`` reads and
-    writes for ``sizes``: the C side can check the sizes, not the buffers."""
+    writes for ``geometry``: the C side can check the geometry, not the buffers."""
     if name not in _KERNELS:
         raise ValueError(f'unknown CPU kernel {name!r}')
-    length, channels_at, counts = _KERNELS[name]
-    # ctypes would silently wrap a Python int outside int64.
-    if len(sizes) != length or not all(isinstance(s, int) and not isinstance(s, bool)
-                                       and -(1 << 63) <= s < (1 << 63) for s in sizes):
-        raise ValueError(f'CPU kernel {name} takes {length} int64 sizes, got {tuple(sizes)!r}')
-    expected = counts(*_plane_sizes(sizes, channels_at))
+    if not isinstance(geometry, KernelGeometry):
+        raise TypeError(f'CPU kernel {name} takes a KernelGeometry, got '
+                        f'{type(geometry).__name__}')
+    g = geometry
+    expected = _KERNELS[name](g.planes * g.height * g.width, g.planes * g.out_height *
+                              g.out_width, g.channels, g.planes)
     if len(tensors) != len(expected):
         raise ValueError(f'CPU kernel {name} takes {len(expected)} tensors, got {len(tensors)}')
     dtype = tensors[0].dtype
@@ -523,34 +549,34 @@ def _check_call(name: str, tensors, sizes) -> None:
             raise ValueError(f'CPU kernel {name}: tensor {index} is not contiguous')
         if tensor.numel() != count:
             raise ValueError(f'CPU kernel {name}: tensor {index} has {tensor.numel()} '
-                             f'elements, the sizes {tuple(sizes)} give {count}')
+                             f'elements, the geometry gives {count} ({geometry!r})')
 
 
-def run_kernel(library: ctypes.CDLL, name: str, tensors, sizes, *scalars) -> None:
+def run_kernel(library: ctypes.CDLL, name: str, tensors, geometry: KernelGeometry,
+               *scalars) -> None:
     """Calls ``{name}_f32`` or ``{name}_f64`` (by the first tensor's dtype) with the tensors'
-    data pointers, the int64 ``sizes``, ``scalars`` and a thread count; raises on failure.
+    data pointers, the ``geometry``, ``scalars`` and a thread count; raises on failure.
 
     Args:
         library: the library of :func:`pooling_cpu_library`.
         name: the kernel, e.g. 'lip2d_forward'.
         tensors: contiguous CPU tensors in the kernel's order, with the element counts the
-            sizes give (checked here); they stay referenced for the call (in the tuple).
-        sizes: the kernel's int64 sizes (checked by the kernel itself).
+            geometry gives (checked here); they stay referenced for the call (in the tuple).
+        geometry: the call's sizes (checked by the kernel itself).
         scalars: the kernel's remaining arguments before the thread count.
 
     Raises:
-        ValueError: the tensors do not match the sizes, or the kernel rejected the sizes
-            (the message names the problem); TypeError: a wrong device or dtype;
+        ValueError: the tensors do not match the geometry, or the kernel rejected it (the
+            message names the problem); TypeError: a wrong device or dtype;
             RuntimeError: the kernel failed (out of memory).
     """
-    _check_call(name, tensors, sizes)
+    _check_call(name, tensors, geometry)
     suffix = 'f32' if tensors[0].dtype == torch.float32 else 'f64'
     threads = max(1, min(torch.get_num_threads(), 4096,
                          tensors[0].numel() // _MIN_ELEMENTS_PER_THREAD))
     status = getattr(library, f'{name}_{suffix}')(
-        *(t.data_ptr() for t in tensors), (ctypes.c_int64 * len(sizes))(*sizes), *scalars,
-        threads)
+        *(t.data_ptr() for t in tensors), ctypes.byref(geometry), *scalars, threads)
     if status in _STATUS:
-        raise ValueError(f'CPU kernel {name}: {_STATUS[status]} (sizes {tuple(sizes)})')
+        raise ValueError(f'CPU kernel {name}: {_STATUS[status]} ({geometry!r})')
     if status != 0:
         raise RuntimeError(f'CPU kernel {name} failed (out of memory?)')

@@ -1,7 +1,9 @@
 """Argument checks, output-size rules and the compute dtype shared by the pooling ops.
 
 Every op here sizes its output exactly as ``F.avg_pool2d`` with the same arguments in floor
-mode: ``(H + 2 * padding - kernel_size) // stride + 1`` per spatial axis.
+mode: ``(H + top + bottom - kernel_size) // stride + 1`` per spatial axis. The ops take their
+padding in one form at their boundary, ``pads`` = (top, bottom, left, right)
+(:func:`as_pads`); the Python functions also take an int or an (h, w) pair.
 
 The checks read metadata only (shapes, dtypes, devices, Python ints), never tensor values, so
 they cost no device synchronisation and run unchanged on fake tensors. Sizes may be SymInts
@@ -13,6 +15,7 @@ the concrete sizes before any kernel runs.
 from typing import Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 IntPair = Union[int, Tuple[int, int]]
@@ -21,7 +24,8 @@ Pads = Tuple[int, int, int, int]  # (top, bottom, left, right)
 __all__ = ['IntPair', 'to_pair', 'check_window', 'check_feature_map', 'check_same_layout',
            'Pads', 'as_pads', 'check_output_size', 'pooled_size', 'window_views',
            'compute_dtype', 'POOLING_DTYPES', 'INDEX_MAX', 'check_index_range',
-           'check_param', 'check_output_like', 'is_int']
+           'check_param', 'check_output_like', 'is_int', 'check_map_and_window', 'pad_map',
+           'avg_pool_zero_padded']
 
 #: The dtypes every backend computes: half types in float32, the others in their own. The
 #: fused kernels exist for float32 and float64 only, so any other dtype (float8, ...) must
@@ -53,21 +57,56 @@ def to_pair(value: IntPair, name: str) -> Tuple[int, int]:
     return pair
 
 
-def check_window(kernel_size: IntPair, stride: IntPair, padding: IntPair):
-    """Validates a pooling window; returns (kernel, stride, padding) as (h, w) pairs."""
+def as_pads(padding) -> Pads:
+    """(top, bottom, left, right) from an int, an (h, w) pair or such a 4-tuple: the one
+    padding form every op takes at its boundary (not validated: see :func:`check_window`)."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(padding)
+    ph, pw = to_pair(padding, 'padding')
+    return ph, ph, pw, pw
+
+
+def check_window(kernel_size: IntPair, stride: IntPair, padding) -> Tuple[Tuple[int, int],
+                                                                          Tuple[int, int],
+                                                                          Pads]:
+    """Validates a pooling window; returns (kernel, stride, pads): (h, w) pairs and pads
+    (top, bottom, left, right).
+
+    ``padding`` is an int or (h, w) pair as in ``F.avg_pool2d`` (at most half the kernel), or
+    (top, bottom, left, right), each side less than the kernel: either way every window holds
+    a real pixel.
+    """
     kernel = to_pair(kernel_size, 'kernel_size')
     step = to_pair(stride, 'stride')
-    pad = to_pair(padding, 'padding')
     if min(kernel) <= 0:
         raise ValueError(f'kernel_size must be positive, got {kernel_size!r}')
     if min(step) <= 0:
         raise ValueError(f'stride must be positive, got {stride!r}')
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pads = tuple(padding)
+        if not all(is_int(p) and p >= 0 for p in pads):
+            raise ValueError(f'padding must be non-negative ints, got {padding!r}')
+        if max(pads[:2]) >= kernel[0] or max(pads[2:]) >= kernel[1]:
+            raise ValueError(f'padding {padding!r} leaves windows without a real pixel for '
+                             f'kernel_size {kernel_size!r}')
+        return kernel, step, pads
+    pad = to_pair(padding, 'padding')
     if min(pad) < 0:
         raise ValueError(f'padding must be non-negative, got {padding!r}')
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f'padding {padding!r} must be at most half the kernel size '
                          f'{kernel_size!r} (every window needs a real pixel)')
-    return kernel, step, pad
+    return kernel, step, as_pads(pad)
+
+
+def check_map_and_window(x, kernel_size, stride, padding):
+    """Checks the feature map ``x`` and a window on it (:func:`check_window`, the output size
+    and the int64 range); returns ``((kernel, stride, pads), (Ho, Wo))``."""
+    check_feature_map(x, 'x')
+    kernel, step, pads = check_window(kernel_size, stride, padding)
+    out_size = pooled_size(x.shape[2], x.shape[3], kernel, step, pads)
+    check_index_range(x.shape[2], x.shape[3], kernel, step, pads, out_size)
+    return (kernel, step, pads), out_size
 
 
 def _check_tensor(t, name: str) -> None:
@@ -136,33 +175,20 @@ def check_param(x: torch.Tensor, value, name: str, shape) -> None:
                          f'{value.device}')
 
 
-def as_pads(padding) -> Pads:
-    """(top, bottom, left, right) from a symmetric (ph, pw) pair or such a 4-tuple."""
-    if len(padding) == 4:
-        return tuple(padding)
-    ph, pw = padding
-    return ph, ph, pw, pw
-
-
-def check_output_size(height: int, width: int, kernel, padding) -> None:
-    """Raises ValueError if the kernel does not fit the padded input (no output pixel).
-
-    ``padding`` is (ph, pw) or (top, bottom, left, right).
-    """
-    top, bottom, left, right = as_pads(padding)
+def check_output_size(height: int, width: int, kernel, pads: Pads) -> None:
+    """Raises ValueError if the kernel does not fit the padded input (no output pixel)."""
+    top, bottom, left, right = pads
     padded = (height + top + bottom, width + left + right)
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(f'kernel_size {tuple(kernel)} is larger than the padded input '
-                         f'{padded} (input {height}x{width}, padding {tuple(padding)})')
+                         f'{padded} (input {height}x{width}, padding {tuple(pads)})')
 
 
-def pooled_size(height: int, width: int, kernel, stride, padding) -> Tuple[int, int]:
-    """Output (H, W) of a floor-mode pooling (after :func:`check_output_size`).
-
-    ``padding`` is (ph, pw) or (top, bottom, left, right).
-    """
-    check_output_size(height, width, kernel, padding)
-    top, bottom, left, right = as_pads(padding)
+def pooled_size(height: int, width: int, kernel, stride, pads: Pads) -> Tuple[int, int]:
+    """Output (H, W) of a floor-mode pooling with ``pads`` (top, bottom, left, right); raises
+    if the kernel does not fit (:func:`check_output_size`)."""
+    check_output_size(height, width, kernel, pads)
+    top, bottom, left, right = pads
     return ((height + top + bottom - kernel[0]) // stride[0] + 1,
             (width + left + right - kernel[1]) // stride[1] + 1)
 
@@ -175,17 +201,17 @@ def _exceeds(value, limit: int) -> bool:
     return value > limit
 
 
-def check_index_range(height, width, kernel, stride, padding, out_size) -> None:
+def check_index_range(height, width, kernel, stride, pads: Pads, out_size) -> None:
     """Raises ValueError if the window arithmetic leaves the int64 index range.
 
     Python ints do not overflow, but the backends compute in int64 (:data:`INDEX_MAX`): the
     padded extents, the window's tap count, a padded plane (the DPP kernels copy each plane
     into a zero-padded buffer) and the taps of an output row (their per-row scratch) must all
     be representable, and so must the stride and the last window's start. Every other index
-    the kernels form is bounded by one of these. ``padding`` is (ph, pw) or (top, bottom,
-    left, right); the window must already be valid (:func:`check_output_size`).
+    the kernels form is bounded by one of these. ``pads`` is (top, bottom, left, right);
+    the window must already be valid (:func:`check_output_size`).
     """
-    top, bottom, left, right = as_pads(padding)
+    top, bottom, left, right = pads
     padded = (height + top + bottom, width + left + right)
     taps = kernel[0] * kernel[1]
     quantities = (('padded height', padded[0]), ('padded width', padded[1]),
@@ -196,8 +222,23 @@ def check_index_range(height, width, kernel, stride, padding, out_size) -> None:
         if _exceeds(value, INDEX_MAX):
             raise ValueError(
                 f'kernel_size {tuple(kernel)}, stride {tuple(stride)} and padding '
-                f'{tuple(padding)} on a {height}x{width} input: {what} = {value} is beyond '
+                f'{tuple(pads)} on a {height}x{width} input: {what} = {value} is beyond '
                 f'the int64 range of the pooling kernels (2**63 - 1)')
+
+
+def pad_map(t: torch.Tensor, pads: Pads, value: float = 0.0) -> torch.Tensor:
+    """(N, C, H, W) ``t`` padded by ``pads`` (top, bottom, left, right) with ``value``."""
+    top, bottom, left, right = pads
+    return F.pad(t, (left, right, top, bottom), value=value)
+
+
+def avg_pool_zero_padded(t: torch.Tensor, kernel, stride, pads: Pads) -> torch.Tensor:
+    """``F.avg_pool2d`` of ``t`` zero-padded by ``pads`` (top, bottom, left, right), the
+    padding counted; symmetric padding is pooled without a padded copy."""
+    top, bottom, left, right = pads
+    if top == bottom and left == right:
+        return F.avg_pool2d(t, kernel, stride, (top, left), count_include_pad=True)
+    return F.avg_pool2d(pad_map(t, pads), kernel, stride)
 
 
 def window_views(padded: torch.Tensor, kernel, stride, out_size):

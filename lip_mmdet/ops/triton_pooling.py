@@ -24,30 +24,34 @@ own checks (:func:`lip_mmdet.ops.lip.check_lip_args`,
 :func:`lip_mmdet.ops.dpp.check_dpp_args`) and then launch; the custom ops, which have run those
 checks already, call the ``launch_*`` functions directly. Every index is int64 in the kernels
 (program ids are widened before the offset arithmetic), so the ops' int64 bound on the window
-arithmetic is the kernels' bound too; the launch grid, one program per ``_BLOCK`` elements,
-must also fit CUDA's grid (checked at launch).
+arithmetic is the kernels' bound too; the launch grid, one program per ``PROGRAM_BLOCK``
+elements, must also fit CUDA's grid (checked at launch).
 """
 import torch
 import triton
 import triton.language as tl
 
+from .dpp import DPP_EPS_SQUARED, check_dpp_args
+from .lip import check_lip_args
+
 __all__ = ['lip2d_forward', 'lip2d_backward', 'dpp2d_forward', 'dpp2d_backward',
            'launch_lip2d_forward', 'launch_lip2d_backward', 'launch_dpp2d_forward',
            'launch_dpp2d_backward']
 
-_BLOCK = 128
+#: Output (or input) elements per program; launched with Triton's default 4 warps, one
+#: element per thread.
+PROGRAM_BLOCK = 128
 # CUDA's limit on a grid's x dimension, the one the kernels launch over.
 _MAX_PROGRAMS = 2**31 - 1
-# DPP_EPS_SQUARED of dpp.py (not imported: dpp.py imports this module lazily); kernels may
-# read only constexpr globals.
-_EPS_SQUARED = tl.constexpr(1e-3)
+# Kernels may read only constexpr globals.
+_EPS_SQUARED = tl.constexpr(DPP_EPS_SQUARED)
 
 
 def _grid(total):
-    programs = triton.cdiv(total, _BLOCK)
+    programs = triton.cdiv(total, PROGRAM_BLOCK)
     if programs > _MAX_PROGRAMS:
-        raise ValueError(f'{total} elements need {programs} Triton programs of {_BLOCK}, more '
-                         f'than a CUDA grid holds ({_MAX_PROGRAMS})')
+        raise ValueError(f'{total} elements need {programs} Triton programs of '
+                         f'{PROGRAM_BLOCK}, more than a CUDA grid holds ({_MAX_PROGRAMS})')
     return (programs, )
 
 
@@ -58,6 +62,15 @@ def _masked_exp(ok, arg):
 
 
 @triton.jit
+def _program_block(total, C, H, W, BLOCK: tl.constexpr):
+    """This program's block of flat NCHW indices (int64) below ``total``: (offs, mask, n, c,
+    h, w)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    n, c, h, w = _unravel(offs, C, H, W)
+    return offs, offs < total, n, c, h, w
+
+
+@triton.jit
 def _unravel(offs, C, H, W):
     """(n, c, h, w) of flat NCHW indices (int64)."""
     w = offs % W
@@ -65,6 +78,17 @@ def _unravel(offs, C, H, W):
     h = rest % H
     rest = rest // H
     return rest // C, rest % C, h, w
+
+
+@triton.jit
+def _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide, ASYM: tl.constexpr,
+             ACC: tl.constexpr):
+    """(ok, value, deviation, penalty) of tap (i, j) of a DPP window (see
+    :func:`_window_tap`); 0 value at padding taps."""
+    h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
+    value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
+    deviation, penalty = _dpp_penalty(value, guide, ASYM)
+    return ok, value, deviation, penalty
 
 
 @triton.jit
@@ -125,9 +149,7 @@ def _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
 def _lip_forward_kernel(x_ptr, l_ptr, out_ptr, total, C, H, W, HO, WO, sxn, sxc, sxh, sxw,
                         sln, slc, slh, slw, SH, SW, PH, PW, KH: tl.constexpr,
                         KW: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     _, den, num = _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw,
                                    sln, slc, slh, slw, SH, SW, PH, PW, KH, KW, BLOCK, ACC)
     tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=mask)
@@ -139,9 +161,7 @@ def _lip_window_stats_kernel(x_ptr, l_ptr, g_ptr, shift_ptr, scale_ptr, out_ptr,
                              KH: tl.constexpr, KW: tl.constexpr, BLOCK: tl.constexpr,
                              ACC: tl.constexpr):
     """Per output pixel: the shift, grad / den and the output (in ACC)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     shift, den, num = _lip_window_sums(x_ptr, l_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh,
                                        sxw, sln, slc, slh, slw, SH, SW, PH, PW, KH, KW, BLOCK,
                                        ACC)
@@ -158,9 +178,7 @@ def _lip_backward_kernel(x_ptr, l_ptr, shift_ptr, scale_ptr, out_ptr, gx_ptr, gl
                          ACC: tl.constexpr):
     """Per input pixel q: sum over windows p containing q of w_pq * scale_p (d/dx) and of
     w_pq * scale_p * (x_q - out_p) (d/dlogit), w_pq = exp(logit_q - shift_p)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W)
+    offs, mask, n, c, h, w = _program_block(total, C, H, W, BLOCK)
     value = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask,
                     other=0.0).to(ACC)
     logit = tl.load(l_ptr + n * sln + c * slc + h * slh + w * slw, mask=mask,
@@ -182,9 +200,10 @@ def _lip_backward_kernel(x_ptr, l_ptr, shift_ptr, scale_ptr, out_ptr, gx_ptr, gl
     tl.store(gl_ptr + offs, grad_l.to(gl_ptr.dtype.element_ty), mask=mask)
 
 
-def _window_args(x, logit, out_size, stride, padding):
-    """(C, H, W, HO, WO, x strides, logit strides, SH, SW, PH, PW) for the LIP kernels."""
-    return (*x.shape[1:], *out_size, *x.stride(), *logit.stride(), *stride, *padding)
+def _window_args(x, logit, out_size, stride, pads):
+    """(C, H, W, HO, WO, x strides, logit strides, SH, SW, PT, PL) for the LIP kernels (the
+    bottom and right padding only set the output size)."""
+    return (*x.shape[1:], *out_size, *x.stride(), *logit.stride(), *stride, pads[0], pads[2])
 
 
 def _accumulator(dtype):
@@ -193,45 +212,44 @@ def _accumulator(dtype):
                                                                        tl.float32)
 
 
-def lip2d_forward(x, logit, kernel, stride, padding):
+def lip2d_forward(x, logit, kernel, stride, pads):
     """(N, C, Ho, Wo) LIP output in ``x.dtype`` (contiguous); arguments as
-    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs), validated first."""
-    from .lip import check_lip_args
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton')
+    ``torch.ops.lip_mmdet.lip2d`` (the window as (h, w) pairs, pads (top, bottom, left,
+    right)), validated first."""
+    window, out_size = check_lip_args(x, logit, kernel, stride, pads, 'triton')
     return launch_lip2d_forward(x, logit, *window, out_size)
 
 
-def lip2d_backward(x, logit, grad, kernel, stride, padding):
+def lip2d_backward(x, logit, grad, kernel, stride, pads):
     """(grad_x, grad_logit) in ``x.dtype`` (contiguous); arguments as
     ``torch.ops.lip_mmdet.lip2d_backward``, validated first."""
-    from .lip import check_lip_args
-    window, out_size = check_lip_args(x, logit, kernel, stride, padding, 'triton', grad)
+    window, out_size = check_lip_args(x, logit, kernel, stride, pads, 'triton', grad)
     return launch_lip2d_backward(x, logit, grad, *window, out_size)
 
 
-def launch_lip2d_forward(x, logit, kernel, stride, padding, out_size):
+def launch_lip2d_forward(x, logit, kernel, stride, pads, out_size):
     """:func:`lip2d_forward` on arguments the op has validated (``out_size``: (Ho, Wo))."""
     out = x.new_empty((*x.shape[:2], *out_size))
     _lip_forward_kernel[_grid(out.numel())](
-        x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, padding),
-        KH=kernel[0], KW=kernel[1], BLOCK=_BLOCK, ACC=_accumulator(x.dtype)[1])
+        x, logit, out, out.numel(), *_window_args(x, logit, out_size, stride, pads),
+        KH=kernel[0], KW=kernel[1], BLOCK=PROGRAM_BLOCK, ACC=_accumulator(x.dtype)[1])
     return out
 
 
-def launch_lip2d_backward(x, logit, grad, kernel, stride, padding, out_size):
+def launch_lip2d_backward(x, logit, grad, kernel, stride, pads, out_size):
     """:func:`lip2d_backward` on arguments the op has validated."""
     grad = grad.contiguous()
     stats_dtype, acc = _accumulator(x.dtype)
     stats = [torch.empty(grad.shape, dtype=stats_dtype, device=x.device) for _ in range(3)]
-    window = _window_args(x, logit, out_size, stride, padding)
+    window = _window_args(x, logit, out_size, stride, pads)
     _lip_window_stats_kernel[_grid(grad.numel())](
         x, logit, grad, *stats, grad.numel(), *window, KH=kernel[0], KW=kernel[1],
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_x = x.new_empty(x.shape)
     grad_l = x.new_empty(x.shape)
     _lip_backward_kernel[_grid(x.numel())](
         x, logit, *stats, grad_x, grad_l, x.numel(), *window, KH=kernel[0], KW=kernel[1],
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     return grad_x, grad_l
 
 
@@ -272,9 +290,8 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     lowest = tl.full([BLOCK], float('inf'), ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, _, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide,
+                                             ASYM, ACC)
             log_penalty = tl.log(penalty)
             penalty_sum += tl.where(ok, penalty, 0.0)
             count += tl.where(ok, 1.0, 0.0)
@@ -294,9 +311,8 @@ def _dpp_window_sums(x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn
     num = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            _, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, _, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W, guide,
+                                             ASYM, ACC)
             weight = (tl.where(ok, alpha_part, 0.0)
                       + _masked_exp(ok, half_lam * (tl.log(penalty) - top)))
             den += weight
@@ -310,9 +326,7 @@ def _dpp_forward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, total, C, H, W, H
                         sxc, sxh, sxw, sgn, sgc, sgh, sgw, SH, SW, PT, PL, KH: tl.constexpr,
                         KW: tl.constexpr, ASYM: tl.constexpr, BLOCK: tl.constexpr,
                         ACC: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     _, _, _, _, _, _, _, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
@@ -329,9 +343,7 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     G / normaliser, T, the top log-penalty, B / (n mean) with B = sum_q b_q) and p's
     gradient terms for the guide, alpha and lambda. b_q = G (x_q - out) e^(t_q - T) /
     normaliser is the gradient of t_q."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, HO, WO)
+    offs, mask, n, c, oh, ow = _program_block(total, C, HO, WO, BLOCK)
     guide, alpha, half_lam, log_mean, count, t_max, top, _, den, num = _dpp_window_sums(
         x_ptr, g_ptr, a_ptr, lam_ptr, n, c, oh, ow, mask, H, W, sxn, sxc, sxh, sxw, sgn, sgc,
         sgh, sgw, SH, SW, PT, PL, KH, KW, ASYM, BLOCK, ACC)
@@ -347,9 +359,8 @@ def _dpp_window_stats_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, grad_ptr, out_ptr, sc
     spread_sum = tl.zeros([BLOCK], ACC)
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            h, w, ok = _window_tap(mask, h0, w0, i, j, H, W)
-            value = tl.load(x_base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
-            deviation, penalty = _dpp_penalty(value, guide, ASYM)
+            ok, value, deviation, penalty = _dpp_tap(x_base, sxh, sxw, mask, h0, w0, i, j, H, W,
+                                                     guide, ASYM, ACC)
             log_penalty = tl.log(penalty)
             log_ratio = log_penalty - log_mean
             spread = tl.where(ok, value - out, 0.0)
@@ -379,9 +390,7 @@ def _dpp_backward_kernel(x_ptr, g_ptr, a_ptr, lam_ptr, out_ptr, scale_ptr, tmax_
                          ACC: tl.constexpr):
     """Per input pixel q: sum over windows p containing q of G_p w_pq / den_p (q as a value)
     and 2 d_pq lambda/2 (b_pq / r_pq - B_p / (n_p mean_p)) (q through the penalties)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W)
+    offs, mask, n, c, h, w = _program_block(total, C, H, W, BLOCK)
     value = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask,
                     other=0.0).to(ACC)
     alpha = tl.load(a_ptr + c, mask=mask, other=1.0).to(ACC)
@@ -425,32 +434,32 @@ def _dpp_params(alpha, lam, dtype):
 def dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
     """(N, C, Ho, Wo) DPP output in ``x.dtype`` (contiguous); arguments as
     ``torch.ops.lip_mmdet.dpp2d`` (alpha, lam: (C,)), validated first."""
-    from .dpp import check_dpp_args
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton')
-    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window)
+    window, out_size = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads,
+                                      'triton')
+    return launch_dpp2d_forward(x, guide, alpha, lam, asym, *window, out_size)
 
 
 def dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
     """Gradients (x, guide, alpha, lam), each in its input's dtype; arguments as
     ``torch.ops.lip_mmdet.dpp2d_backward``, validated first."""
-    from .dpp import check_dpp_args
-    window, _ = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads, 'triton',
-                               grad)
-    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window)
+    window, out_size = check_dpp_args(x, guide, alpha, lam, asym, kernel, stride, pads,
+                                      'triton', grad)
+    return launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, *window, out_size)
 
 
-def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads):
-    """:func:`dpp2d_forward` on arguments the op has validated."""
+def launch_dpp2d_forward(x, guide, alpha, lam, asym, kernel, stride, pads, out_size):
+    """:func:`dpp2d_forward` on arguments the op has validated (``out_size``, the guide's,
+    is the launch's size)."""
     out = guide.new_empty(guide.shape)
     acc_dtype, acc = _accumulator(x.dtype)
     _dpp_forward_kernel[_grid(out.numel())](
         x, guide, *_dpp_params(alpha, lam, acc_dtype), out, out.numel(),
         *_dpp_window_args(x, guide, stride, pads), KH=kernel[0], KW=kernel[1], ASYM=asym,
-        BLOCK=_BLOCK, ACC=acc)
+        BLOCK=PROGRAM_BLOCK, ACC=acc)
     return out
 
 
-def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads):
+def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads, out_size):
     """:func:`dpp2d_backward` on arguments the op has validated."""
     acc_dtype, acc = _accumulator(x.dtype)
     params = _dpp_params(alpha, lam, acc_dtype)
@@ -460,10 +469,10 @@ def launch_dpp2d_backward(x, guide, alpha, lam, grad, asym, kernel, stride, pads
     window = _dpp_window_args(x, guide, stride, pads)
     _dpp_window_stats_kernel[_grid(grad.numel())](
         x, guide, *params, grad, *stats, grad_guide, grad.numel(), *window, KH=kernel[0],
-        KW=kernel[1], ASYM=asym, BLOCK=_BLOCK, ACC=acc)
+        KW=kernel[1], ASYM=asym, BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_x = x.new_empty(x.shape)
     _dpp_backward_kernel[_grid(x.numel())](
         x, guide, *params, *stats[:5], grad_x, x.numel(), *window, KH=kernel[0],
-        KW=kernel[1], ASYM=asym, BLOCK=_BLOCK, ACC=acc)
+        KW=kernel[1], ASYM=asym, BLOCK=PROGRAM_BLOCK, ACC=acc)
     grad_alpha, grad_lam = (s.sum((0, 2, 3)) for s in stats[5:])
     return grad_x, grad_guide, grad_alpha.to(alpha.dtype), grad_lam.to(lam.dtype)

@@ -45,7 +45,7 @@ from mmengine.utils import digit_version
 __all__ = [
     'MIN_TORCH', 'MMENGINE_SAFE_GLOBALS', 'UnsafeCheckpointError', 'UnreadableCheckpointError',
     'CheckpointUnavailableError', 'CHECKPOINT_ERRORS', 'check_torch_version',
-    'enable_safe_mmengine_checkpoints', 'hub_cache_file', 'load_checkpoint_file',
+    'install_safe_checkpoint_loading', 'hub_cache_file', 'load_checkpoint_file',
     'load_from_local', 'load_from_url', 'resolve_checkpoint_url', 'SAFE_SCHEMES'
 ]
 
@@ -1036,11 +1036,17 @@ def _safe_checkpoint_loader(cls, path):
     return SAFE_SCHEMES['']
 
 
-def enable_safe_mmengine_checkpoints():
-    """Allow mmengine's checkpoint types in ``torch.load`` and route every scheme of
+def install_safe_checkpoint_loading():
+    """Make every checkpoint load of this process allow-listed: allow mmengine's checkpoint
+    types in ``torch.load`` (through the checking stand-ins) and route every scheme of
     mmengine's ``CheckpointLoader`` through :func:`load_checkpoint_file`; a scheme some other
     package registers, before or after this call, is refused rather than left unchecked.
-    Idempotent."""
+
+    ``import lip_mmdet`` calls it; importing this module does not. Idempotent.
+
+    Raises:
+        ImportError: torch is older than :data:`MIN_TORCH`.
+    """
     check_torch_version()
     torch.serialization.add_safe_globals(list(MMENGINE_SAFE_GLOBALS))
     _install_bounded_torch_globals()

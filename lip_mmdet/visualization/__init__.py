@@ -1,5 +1,10 @@
 """Pictures of what the learned poolings do: importance maps, per-layer statistics over
-training, and the seed study's error bars."""
+training, and the seed study's error bars.
+
+Each function draws on a matplotlib ``Figure`` of its own and saves it to a file, without
+pyplot and without choosing a backend, so it runs without a display and leaves a caller's
+pyplot figures and backend as they were (as does
+:func:`lip_mmdet.evaluation.compare.plot_ap_by_size`)."""
 from .pooling_maps import (
     RANDOM_INIT,
     compute_pooling_maps,

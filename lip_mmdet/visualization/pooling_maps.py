@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 
+from lip_mmdet.apis.preflight import _join, leaf_datasets
 from lip_mmdet.models.layers import pooling_layers
-from lip_mmdet.utils.preflight import _join, leaf_datasets
 
 __all__ = ['PoolingModel', 'LayerMap', 'load_pooling_model', 'compute_pooling_maps',
            'find_gt_boxes', 'draw_pooling_maps', 'show_pooling', 'last_checkpoint',
@@ -213,15 +213,13 @@ def draw_pooling_maps(rows: Sequence[Dict], out_file: str, title: str) -> str:
     boxes (``row['boxes']``, xyxy in the shown image's pixels) drawn on every panel. The PNG
     is (1 + layers) * 320 px wide, 340 px per row high.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     columns = 1 + max(len(row['maps']) for row in rows)
-    fig, axes = plt.subplots(len(rows), columns, squeeze=False,
-                             figsize=(columns * PANEL_INCHES, len(rows) * (PANEL_INCHES + 0.2)))
+    fig = Figure(figsize=(columns * PANEL_INCHES, len(rows) * (PANEL_INCHES + 0.2)))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
     for axes_row, row in zip(axes, rows):
         gray = row['image'].mean(axis=2)
         panels = [(None, 'input (test pipeline)')] + [
@@ -250,7 +248,6 @@ def draw_pooling_maps(rows: Sequence[Dict], out_file: str, title: str) -> str:
     fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.86 if len(rows) == 1 else 0.92,
                         wspace=0.25, hspace=0.3)
     fig.savefig(out_file, dpi=DPI)
-    plt.close(fig)
     return out_file
 
 

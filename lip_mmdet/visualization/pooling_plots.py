@@ -115,16 +115,14 @@ def plot_pooling_runs(runs: Sequence[Dict], names: Sequence[str], out_file: str)
     iterations, and the final value per layer depth (error bar: spread over channels for
     DPP). Dotted lines mark the reference values (LIP: 1 and 9; DPP: 1, the initial value).
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels: List[List] = []
     for run in runs:
         panels.append([stat for stat in STATISTICS if stat in run['series']])
     rows = 2 * max(len(p) for p in panels)
-    fig, axes = plt.subplots(rows, len(runs), squeeze=False,
-                             figsize=(5.5 * len(runs), 3.2 * rows))
+    fig = Figure(figsize=(5.5 * len(runs), 3.2 * rows))
+    axes = fig.subplots(rows, len(runs), squeeze=False)
     for column, (run, name, stats) in enumerate(zip(runs, names, panels)):
         for index, stat in enumerate(stats):
             label, references = STATISTICS[stat]
@@ -162,5 +160,4 @@ def plot_pooling_runs(runs: Sequence[Dict], names: Sequence[str], out_file: str)
             axes[index, column].axis('off')
     fig.tight_layout()
     fig.savefig(out_file, dpi=100)
-    plt.close(fig)
     return out_file

@@ -13,15 +13,14 @@ def plot_seed_study(study: Dict, out_file: str) -> str:
     the mean paired difference to the first config, error bar = the confidence interval
     (none with a single seed), dots = the per-seed differences; a dashed line at 0.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
 
     metrics, names = study['metrics'], list(study['summary'])
     others = names[1:]
-    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(14 if others else 8, 4.8),
-                             squeeze=False)
-    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    fig = Figure(figsize=(14 if others else 8, 4.8))
+    axes = fig.subplots(1, 2 if others else 1, squeeze=False)
+    colors = rcParams['axes.prop_cycle'].by_key()['color']
     width = 0.8 / max(len(names), 1)
     ax = axes[0, 0]
     for i, name in enumerate(names):
@@ -68,5 +67,4 @@ def plot_seed_study(study: Dict, out_file: str) -> str:
         ax.legend(fontsize=8, loc='best')
     fig.tight_layout()
     fig.savefig(out_file, dpi=100)
-    plt.close(fig)
     return out_file

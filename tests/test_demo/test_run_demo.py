@@ -92,6 +92,7 @@ def test_demo_help_describes_every_option(capsys):
     ('faster_rcnn_lip_r18_demo', 'LIPResNet'),
     ('faster_rcnn_r18_demo', 'ResNet'),
     ('faster_rcnn_dpp_r18_demo', 'DPPResNet'),
+    ('faster_rcnn_lip_r18_gradual_demo', 'LIPResNet'),
 ])
 def test_demo_configs_build(name, backbone):
     register_all_modules(init_default_scope=True)
@@ -110,3 +111,5 @@ def test_demo_configs_build(name, backbone):
     # the stride-4 level's anchor is small enough for the tiny objects
     p2_anchors = model.rpn_head.prior_generator.base_anchors[0]
     assert float((p2_anchors[:, 2] - p2_anchors[:, 0]).max()) <= 16
+    if name.endswith('_gradual_demo'):
+        assert model.backbone.logit_init == 'gradual'

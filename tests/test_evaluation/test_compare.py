@@ -19,6 +19,15 @@ from tool_scripts import tool_main
 CLASSES = ('thing',)
 
 
+def _write_annotations(path, boxes):
+    """A COCO annotation file: image 1 (200x200) holding ``boxes`` (x, y, w, h) of 'thing'."""
+    path.write_text(json.dumps(dict(
+        images=[dict(id=1, width=200, height=200)],
+        annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=list(b),
+                          area=b[2] * b[3], iscrowd=0) for i, b in enumerate(boxes)],
+        categories=[dict(id=1, name='thing')])))
+
+
 def _run_metric_into(work_dir, ann_file, detections):
     """Evaluate (x, y, w, h, score) detections on image 1 and write the report."""
     metric = SizeAwareCocoMetric(ann_file=ann_file, out_dir=str(work_dir))
@@ -36,11 +45,7 @@ def _run_metric_into(work_dir, ann_file, detections):
 def work_dirs(tmp_path):
     boxes = [(10, 10, 10, 10), (40, 10, 24, 24), (10, 60, 60, 60)]  # tiny, small, medium
     ann = tmp_path / 'gt.json'
-    ann.write_text(json.dumps(dict(
-        images=[dict(id=1, width=200, height=200)],
-        annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=list(b),
-                          area=b[2] * b[3], iscrowd=0) for i, b in enumerate(boxes)],
-        categories=[dict(id=1, name='thing')])))
+    _write_annotations(ann, boxes)
     perfect = tmp_path / 'perfect'
     missing_tiny = tmp_path / 'missing_tiny'
     perfect.mkdir()
@@ -159,11 +164,7 @@ def test_cli_warns_about_different_validation_sets(work_dirs, tmp_path, capsys):
     other.mkdir()
     boxes = [(10, 10, 10, 10), (30, 10, 10, 10), (40, 40, 24, 24)]
     ann = tmp_path / 'other_gt.json'
-    ann.write_text(json.dumps(dict(
-        images=[dict(id=1, width=200, height=200)],
-        annotations=[dict(id=i + 1, image_id=1, category_id=1, bbox=list(b),
-                          area=b[2] * b[3], iscrowd=0) for i, b in enumerate(boxes)],
-        categories=[dict(id=1, name='thing')])))
+    _write_annotations(ann, boxes)
     _run_metric_into(other, str(ann), [b + (0.9,) for b in boxes])
     code, printed = _cli([str(work_dirs['perfect']), str(other), '--out',
                           str(tmp_path / 'c.png')], capsys)

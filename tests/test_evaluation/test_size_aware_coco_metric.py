@@ -4,6 +4,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from fresh_import import run_fresh
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
 from mmengine.logging import MMLogger
@@ -323,3 +324,18 @@ def test_segm_metric_gets_bins_too(tmp_path):
         assert results[f'coco/segm_mAP_{name}'] == results[f'coco/bbox_mAP_{name}'] == 1.0
     with open(tmp_path / 'size_aware_metrics.json') as f:
         assert set(json.load(f)['metrics']) == {'bbox', 'segm'}
+
+
+def test_the_metric_module_imports_no_analysis_code():
+    """The registered metric shares its table format with the run comparison
+    (``lip_mmdet.evaluation.compare``) through ``ap_table`` and imports nothing else of
+    lip_mmdet."""
+    modules = run_fresh(
+        'import lip_mmdet.evaluation.metrics.size_aware_coco_metric\n'
+        'from mmdet.registry import METRICS\n'
+        "assert METRICS.get('SizeAwareCocoMetric') is not None\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.startswith('lip_mmdet'))))",
+        bare_packages=('lip_mmdet', 'lip_mmdet.evaluation', 'lip_mmdet.evaluation.metrics'))
+    assert modules == ['lip_mmdet', 'lip_mmdet.evaluation', 'lip_mmdet.evaluation.ap_table',
+                       'lip_mmdet.evaluation.metrics',
+                       'lip_mmdet.evaluation.metrics.size_aware_coco_metric']

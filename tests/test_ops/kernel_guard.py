@@ -2,7 +2,7 @@
 import contextlib
 from unittest import mock
 
-from lip_mmdet.ops import dpp, lip
+from lip_mmdet.ops import dispatch
 
 
 class KernelReached(Exception):
@@ -13,14 +13,12 @@ class KernelReached(Exception):
 @contextlib.contextmanager
 def no_kernels():
     """Within it, every path from an op's implementation to a kernel (C, Triton or PyTorch
-    ops) raises :class:`KernelReached`: each goes through the backend choice
-    (``implementation``) or, for the filter guide, ``_filter_kernel``, and both come after the
-    op's argument check. An op called inside must refuse its arguments before."""
+    ops) raises :class:`KernelReached`: each goes through the backend choice of the ops' one
+    skeleton (``dispatch.implementation``), after the op's argument check. An op called
+    inside must refuse its arguments before."""
 
     def refuse(*args, **kwargs):
         raise KernelReached('an op reached a kernel with these arguments')
 
-    with mock.patch.object(lip, 'implementation', refuse), \
-            mock.patch.object(dpp, 'implementation', refuse), \
-            mock.patch.object(dpp, '_filter_kernel', refuse):
+    with mock.patch.object(dispatch, 'implementation', refuse):
         yield

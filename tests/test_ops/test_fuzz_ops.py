@@ -8,8 +8,8 @@
 * Invalid argument combinations through ``torch.ops.lip_mmdet.*`` and their fake
   implementations: each must raise ValueError, TypeError or RuntimeError, the same one from
   both. These run in this process: every path from an op to a kernel goes through
-  ``implementation`` (or the filter guide's ``_filter_kernel``), which the test replaces by
-  a function that fails the test, so an argument the checks miss fails here instead of
+  the skeleton's ``implementation``, which the test replaces by a function that fails the
+  test, so an argument the checks miss fails here instead of
   reaching a kernel.
 
 ``make test`` runs a bounded, derandomised slice (the 'suite' profile); ``make fuzz`` runs
@@ -55,11 +55,12 @@ def _triton_examples():
 # ------------------------------------------------------------------------------ strategies
 
 @st.composite
-def _windows(draw, four_pads):
-    """(kernel, stride, padding) within each op's rules; DPP may take 4-tuple paddings."""
+def _windows(draw):
+    """(kernel, stride, padding) within the ops' rules: an (h, w) padding or, half the time,
+    (top, bottom, left, right), each side below the kernel."""
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    if four_pads and draw(st.booleans()):
+    if draw(st.booleans()):
         pads = tuple(draw(st.integers(0, k - 1)) for k in (kernel[0], kernel[0], kernel[1],
                                                            kernel[1]))
     else:
@@ -152,7 +153,7 @@ def _backends(with_triton=True):
 # ------------------------------------------------------------------- valid calls: exactness
 
 def _check_lip(data, backend):
-    window = data.draw(_windows(False), 'window')
+    window = data.draw(_windows(), 'window')
     shape = data.draw(_shapes(window), 'shape')
     dtype = data.draw(st.sampled_from(DTYPES), 'dtype')
     scale = data.draw(st.sampled_from([1.0, 30.0, 1e4, 'max']), 'logit scale')
@@ -165,21 +166,8 @@ def _check_lip(data, backend):
                              seed + 2)
 
 
-@pytest.mark.parametrize('backend', _backends(with_triton=False))
-@given(data=st.data())
-def test_lip_matches_the_reference(backend, data):
-    _check_lip(data, backend)
-
-
-@pytest.mark.skipif(not HAS_TRITON, reason='needs triton')
-@_triton_examples()
-@given(data=st.data())
-def test_lip_triton_matches_the_reference(data):
-    _check_lip(data, 'triton')
-
-
 def _check_dpp(data, backend):
-    window = data.draw(_windows(True), 'window')
+    window = data.draw(_windows(), 'window')
     shape = data.draw(_shapes(window), 'shape')
     dtype = data.draw(st.sampled_from(DTYPES), 'dtype')
     reward = data.draw(st.sampled_from(['sym', 'asym']), 'reward')
@@ -207,23 +195,28 @@ def _check_dpp(data, backend):
         lambda *t: reference_dpp(*t, reward, *window), (x, guide, alpha, lam), dtype, seed + 5)
 
 
+_REFERENCE_CHECKS = {'lip2d': _check_lip, 'dpp2d': _check_dpp}
+
+
+@pytest.mark.parametrize('op', sorted(_REFERENCE_CHECKS))
 @pytest.mark.parametrize('backend', _backends(with_triton=False))
 @given(data=st.data())
-def test_dpp_matches_the_reference(backend, data):
-    _check_dpp(data, backend)
+def test_op_matches_the_reference(op, backend, data):
+    _REFERENCE_CHECKS[op](data, backend)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='needs triton')
+@pytest.mark.parametrize('op', sorted(_REFERENCE_CHECKS))
 @_triton_examples()
 @given(data=st.data())
-def test_dpp_triton_matches_the_reference(data):
-    _check_dpp(data, 'triton')
+def test_op_triton_matches_the_reference(op, data):
+    _REFERENCE_CHECKS[op](data, 'triton')
 
 
 @pytest.mark.parametrize('backend', ['cpu_kernel', 'torch'])
 @given(data=st.data())
 def test_filter_guide_matches_the_reference(backend, data):
-    window = data.draw(_windows(True), 'window')
+    window = data.draw(_windows(), 'window')
     shape = data.draw(_shapes(window), 'shape')
     dtype = data.draw(st.sampled_from(DTYPES), 'dtype')
     seed = data.draw(st.integers(0, 2**16), 'seed')
@@ -254,7 +247,7 @@ def _inside_windows(out, x, window):
 
 
 def _check_extremes(data, backend):
-    window = data.draw(_windows(False), 'window')  # symmetric padding: valid for both ops
+    window = data.draw(_windows(), 'window')
     shape = data.draw(_shapes(window), 'shape')
     dtype = data.draw(st.sampled_from(DTYPES), 'dtype')
     seed = data.draw(st.integers(0, 2**16), 'seed')
@@ -336,12 +329,11 @@ def _mutate_tensor(data, t, what, name, axes):
     return t.new_zeros(shape)
 
 
-def _mutate_window(data, window, what, shape, four_pads):
+def _mutate_window(data, window, what, shape):
     """``window`` (lists) made invalid in the way ``what`` for a map of ``shape``."""
     kernel, stride, pads = (list(v) for v in window)
     axis = data.draw(st.integers(0, 1), 'axis')
-    side = [2 * axis, 2 * axis + 1][data.draw(st.integers(0, 1), 'side')] if four_pads \
-        else axis
+    side = [2 * axis, 2 * axis + 1][data.draw(st.integers(0, 1), 'side')]
     if what == 'kernel not positive':
         kernel[axis] = data.draw(st.integers(-2**63, 0), 'kernel')
     elif what == 'stride not positive':
@@ -349,16 +341,15 @@ def _mutate_window(data, window, what, shape, four_pads):
     elif what == 'padding negative':
         pads[side] = data.draw(st.integers(-2**63, -1), 'padding')
     elif what == 'padding too large':
-        least = kernel[axis] if four_pads else kernel[axis] // 2 + 1
+        least = kernel[axis]
         pads[side] = data.draw(_at_least(least), 'padding')
     elif what == 'kernel too large':
-        # past the padded map, padding kept legal (4-sided: each side below the kernel)
-        padded = shape[2 + axis] + (pads[2 * axis] + pads[2 * axis + 1] if four_pads
-                                    else 2 * pads[axis])
+        # past the padded map, padding kept legal (each side below the kernel)
+        padded = shape[2 + axis] + pads[2 * axis] + pads[2 * axis + 1]
         kernel[axis] = data.draw(_at_least(padded + 1), 'kernel')
     elif what == 'window length':
         value = data.draw(st.sampled_from([kernel, stride, pads]), 'which')
-        lengths = [0, 1, 3, 5] if four_pads and value is pads else [0, 1, 3, 4]
+        lengths = [0, 1, 3, 5] if value is pads else [0, 1, 3, 4]
         value[:] = value[:1] * data.draw(st.sampled_from(lengths), 'length')
     elif what == 'beyond int64':
         # A window legal in every other way (each value an int64, padding within its rule,
@@ -366,8 +357,7 @@ def _mutate_window(data, window, what, shape, four_pads):
         kernel[:] = [data.draw(_HUGE, 'kernel'), data.draw(st.sampled_from([3, 2**62]), 'k')]
         if data.draw(st.booleans(), 'swap'):
             kernel.reverse()
-        pads[:] = ([k // 2 for k in kernel] if not four_pads
-                   else [kernel[0] - 1, kernel[0] - 1, kernel[1] - 1, kernel[1] - 1])
+        pads[:] = [kernel[0] - 1, kernel[0] - 1, kernel[1] - 1, kernel[1] - 1]
     else:  # 'not an int64'
         target = data.draw(st.sampled_from([kernel, stride, pads]), 'which')
         # the first value replaced (or set, in an emptied list)
@@ -398,11 +388,9 @@ def _assert_refused(op, args):
 @st.composite
 def _valid_call(draw, op_name):
     """A valid (op, args) of one op (forward or backward), small and random."""
-    four_pads = op_name != 'lip2d'
-    window = draw(_windows(four_pads), 'window')
-    window = tuple(list(v) for v in window)
-    if four_pads and len(window[2]) == 2:
-        window = (window[0], window[1], list(_four(window[2])))
+    window = draw(_windows(), 'window')
+    # the ops take their padding as (top, bottom, left, right)
+    window = (list(window[0]), list(window[1]), list(_four(window[2])))
     n, c, h, w = draw(_shapes(window), 'shape')
     n = draw(st.integers(0, n), 'batch')  # empty batches are valid too
     x = torch.randn(n, c, h, w)
@@ -455,7 +443,7 @@ def test_invalid_calls_raise_before_any_kernel(op_name, data):
                 tuple(range(tensors[name].dim()))
             tensors[name] = _mutate_tensor(data, tensors[name], what, name, axes)
         elif kind == 'window':
-            window = _mutate_window(data, window, what, shape, op_name != 'lip2d')
+            window = _mutate_window(data, window, what, shape)
         elif what == 'unknown':
             backend = data.draw(st.text(max_size=12).filter(
                 lambda b: b not in POOLING_BACKENDS), 'backend')

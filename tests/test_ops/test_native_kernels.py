@@ -31,8 +31,12 @@ LIP_GEOMETRIES = [
     (6, 9, (4, 5), (3, 2), (2, 2)),
     (3, 37, (2, 3), (3, 4), (1, 1)),
     (2, 2, (4, 4), (2, 2), (2, 2)),
+    # (top, bottom, left, right), each side up to kernel - 1
+    (1, 1, (3, 3), (1, 1), (2, 2, 2, 2)),
+    (4, 3, (5, 4), (1, 1), (1, 0, 0, 1)),
+    (2, 5, (4, 4), (2, 3), (3, 0, 1, 3)),
 ]
-# dpp2d also takes (top, bottom, left, right) padding, each up to kernel - 1.
+# dpp2d's, with (top, bottom, left, right) padding, each up to kernel - 1.
 DPP_GEOMETRIES = [
     (1, 1, (1, 1), (1, 1), (0, 0, 0, 0)),
     (1, 1, (3, 3), (1, 1), (2, 2, 2, 2)),
@@ -224,7 +228,7 @@ def test_nan_inputs_give_nan_only_in_their_windows(dtype):
 
 
 # ---------------------------------------------------------------------------------------
-# Status codes: every entry point validates its sizes before touching memory.
+# Status codes: every entry point validates its geometry before touching memory.
 
 
 @pytest.fixture(scope='module')
@@ -238,144 +242,153 @@ def library():
     return library
 
 
-def _scratch(count=64):
-    """Small buffers the kernels may be pointed at: a rejected call must not touch them."""
+def _scratch(count=128):
+    """Small buffers the kernels may be pointed at: a rejected call must not touch them, a
+    valid one (POOL_OK: 75 input and 27 output values) fits."""
     return [torch.zeros(count, dtype=torch.float64) for _ in range(9)]
 
 
-def _call(library, name, sizes, *scalars, pointers=None, threads=1):
+FIELDS = tuple(name for name, _ in native.KernelGeometry._fields_)
+
+
+def _geometry(base, **changes):
+    """A KernelGeometry of ``base`` (a dict of every field) with ``changes``."""
+    values = dict(base, **changes)
+    return native.KernelGeometry(*(values[name] for name in FIELDS))
+
+
+def _call(library, name, geometry, *scalars, pointers=None, threads=1):
     buffers = _scratch()
     arity = {'lip2d_forward': 3, 'lip2d_backward': 5, 'dpp2d_forward': 5,
              'dpp2d_backward': 9, 'dpp_filter_guide_forward': 4,
              'dpp_filter_guide_backward': 6}[name]
     if pointers is None:
         pointers = [b.data_ptr() for b in buffers[:arity]]
-    array = (ctypes.c_int64 * len(sizes))(*sizes)
-    return getattr(library, f'{name}_f64')(*pointers, array, *scalars, threads)
+    return getattr(library, f'{name}_f64')(*pointers, ctypes.byref(geometry), *scalars, threads)
 
 
-LIP_OK = (1, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1)  # planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
-DPP_OK = (3, 3, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1)  # planes, C, H, W, Ho, Wo, k, s, pads
-FILTER_OK = (3, 3, 5, 5, 3, 3, 2, 2, 1, 1)  # planes, C, H, W, Ho, Wo, sh, sw, top, left
+# A valid 3x3, stride-2, padding-1 pooling of 5x5 planes (3 planes of 3 channels).
+POOL_OK = dict(planes=3, channels=3, height=5, width=5, out_height=3, out_width=3, kh=3, kw=3,
+               sh=2, sw=2, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1)
+# The filter guide: its 3x3 filter as the window, offsets top = left = 1.
+FILTER_OK = dict(POOL_OK, pad_bottom=0, pad_right=0)
+ONE_PIXEL = dict(planes=1, channels=1, height=1, width=1, out_height=1, out_width=1, kh=1,
+                 kw=1, sh=1, sw=1, pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
 
-
-def _with(sizes, **changes):
-    names = {'planes': 0}
-    sizes = list(sizes)
-    for key, value in changes.items():
-        sizes[int(key[1:]) if key.startswith('i') else names[key]] = value
-    return tuple(sizes)
-
-
-LIP_STATUS_CASES = [
-    (_with(LIP_OK, planes=-1), 2),
-    (_with(LIP_OK, i1=0), 2),
-    (_with(LIP_OK, i4=0), 2),
-    (_with(LIP_OK, i5=0), 3),
-    (_with(LIP_OK, i8=0), 3),
-    (_with(LIP_OK, i9=-1), 3),
-    (_with(LIP_OK, i9=3), 3),  # padding equal to the kernel: windows without a pixel
-    ((1, 1, 1, 1, 1, 3, 3, 1, 1, 0, 0), 3),  # kernel larger than the padded input
-    (_with(LIP_OK, i3=4), 4),
-    (_with(LIP_OK, i4=2), 4),
-    ((1, 1, 1, 1, 1, 1 << 62, 1, 1, 1, 0, 0), 3),
-    ((1, INT64_MAX, 1, INT64_MAX, 1, 1, 1, 1, 1, 0, 0), 5),
-    ((1, INT64_MAX, 1, 1, 1, 3, 1, 1, 1, 1, 0), 5),  # H + 2 * padding overflows
-    ((1 << 40, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1, 1, 1, 1, 0, 0), 5),
-    ((1, 1 << 31, 1 << 31, 1 << 31, 1 << 31, 1, 1, 1, 1, 0, 0), 5),  # bytes overflow
+# lip2d and dpp2d validate one geometry with the same checks (check_pooling in checks.h).
+POOLING_STATUS_CASES = [
+    (dict(planes=-3), 2),
+    (dict(channels=0), 2),
+    (dict(channels=2), 2),  # planes not a multiple of the channels
+    (dict(height=0), 2),
+    (dict(out_width=0), 2),
+    (dict(kh=0), 3),
+    (dict(sw=0), 3),
+    (dict(pad_top=-1), 3),
+    (dict(pad_right=-1), 3),
+    (dict(pad_bottom=3), 3),  # padding equal to the kernel: windows without a pixel
+    (dict(height=1, width=1, out_height=1, out_width=1, sh=1, sw=1, pad_top=0, pad_bottom=0,
+          pad_left=0, pad_right=0), 3),  # kernel larger than the padded input
+    (dict(out_height=4), 4),
+    (dict(out_width=2), 4),
+    (dict(ONE_PIXEL, kh=1 << 62), 3),
+    (dict(ONE_PIXEL, height=INT64_MAX, out_height=INT64_MAX), 5),
+    (dict(ONE_PIXEL, height=INT64_MAX, kh=3, pad_top=1, pad_bottom=1), 5),  # padded H
+    (dict(ONE_PIXEL, planes=1 << 40, height=1 << 20, width=1 << 20, out_height=1 << 20,
+          out_width=1 << 20), 5),
+    (dict(ONE_PIXEL, height=1 << 31, width=1 << 31, out_height=1 << 31, out_width=1 << 31),
+     5),  # bytes overflow
+    # a kernel of 2^62 with the padding that makes it fit one row: the padded plane overflows
+    (dict(ONE_PIXEL, kh=1 << 62, sh=1 << 62, pad_top=(1 << 62) - 1,
+          pad_bottom=(1 << 62) - 1), 5),
+    (dict(ONE_PIXEL, kh=1 << 62, kw=1 << 62, pad_top=1 << 61, pad_bottom=(1 << 62) - 1), 3),
+    (dict(ONE_PIXEL, height=2, width=1 << 62, out_height=2, out_width=1 << 62), 5),
+    (dict(ONE_PIXEL, width=1 << 40, out_width=(1 << 40) - (1 << 30) + 1, kw=1 << 30),
+     5),  # K * Wo of scratch
 ]
 
 
-@pytest.mark.parametrize('sizes, status', LIP_STATUS_CASES)
-def test_lip_status_codes(library, sizes, status):
-    assert _call(library, 'lip2d_forward', sizes, 60.0) == status
-    assert _call(library, 'lip2d_backward', sizes, 60.0) == status
-
-
-DPP_STATUS_CASES = [
-    (_with(DPP_OK, planes=-3), 2),
-    (_with(DPP_OK, i1=0), 2),
-    (_with(DPP_OK, i1=2), 2),  # planes not a multiple of the channels
-    (_with(DPP_OK, i2=0), 2),
-    (_with(DPP_OK, i7=0), 3),
-    (_with(DPP_OK, i9=-2), 3),
-    (_with(DPP_OK, i10=3), 3),
-    (_with(DPP_OK, i13=-1), 3),
-    (_with(DPP_OK, i4=2), 4),
-    (_with(DPP_OK, i5=4), 4),
-    # a kernel of 2^62 with the padding that makes it fit one row
-    ((1, 1, 1, 1, 1, 1, 1 << 62, 1, 1 << 62, 1, (1 << 62) - 1, (1 << 62) - 1, 0, 0), 5),
-    ((1, 1, 1, 1, 1, 1, 1 << 62, 1 << 62, 1, 1, 1 << 61, (1 << 62) - 1, 0, 0), 3),
-    ((1, 1, 2, 1 << 62, 2, 1 << 62, 1, 1, 1, 1, 0, 0, 0, 0), 5),
-    ((1, 1, 1, 1 << 40, 1, (1 << 40) - (1 << 30) + 1, 1, 1 << 30, 1, 1, 0, 0, 0, 0), 5),  # K Wo
-]
-
-
-@pytest.mark.parametrize('sizes, status', DPP_STATUS_CASES)
-def test_dpp_status_codes(library, sizes, status):
-    assert _call(library, 'dpp2d_forward', sizes, 1, 1) == status
-    assert _call(library, 'dpp2d_backward', sizes, 0, 1) == status
+@pytest.mark.parametrize('changes, status', POOLING_STATUS_CASES)
+def test_pooling_status_codes(library, changes, status):
+    geometry = _geometry(POOL_OK, **changes)
+    assert _call(library, 'lip2d_forward', geometry, 60.0) == status
+    assert _call(library, 'lip2d_backward', geometry, 60.0) == status
+    assert _call(library, 'dpp2d_forward', geometry, 1) == status
+    assert _call(library, 'dpp2d_backward', geometry, 0) == status
 
 
 FILTER_STATUS_CASES = [
-    (_with(FILTER_OK, i1=2), 2),
-    (_with(FILTER_OK, i5=0), 2),
-    (_with(FILTER_OK, i6=0), 3),
-    (_with(FILTER_OK, i7=-1), 3),
-    (_with(FILTER_OK, i8=-(1 << 63)), 5),
-    (_with(FILTER_OK, i9=-INT64_MAX), 5),
-    (_with(FILTER_OK, i4=1 << 62, i6=4), 5),
+    (dict(channels=2), 2),
+    (dict(out_width=0), 2),
+    (dict(sh=0), 3),
+    (dict(sw=-1), 3),
+    (dict(kh=2), 3),  # the filter is 3x3
+    (dict(pad_top=-(1 << 63)), 5),
+    (dict(pad_left=-INT64_MAX), 5),
+    (dict(out_height=1 << 62, sh=4), 5),
 ]
 
 
-@pytest.mark.parametrize('sizes, status', FILTER_STATUS_CASES)
-def test_filter_guide_status_codes(library, sizes, status):
-    assert _call(library, 'dpp_filter_guide_forward', sizes) == status
-    assert _call(library, 'dpp_filter_guide_backward', sizes) == status
+@pytest.mark.parametrize('changes, status', FILTER_STATUS_CASES)
+def test_filter_guide_status_codes(library, changes, status):
+    geometry = _geometry(FILTER_OK, **changes)
+    assert _call(library, 'dpp_filter_guide_forward', geometry) == status
+    assert _call(library, 'dpp_filter_guide_backward', geometry) == status
 
 
 def test_scalar_thread_and_pointer_status_codes(library):
+    pool, guide = _geometry(POOL_OK), _geometry(FILTER_OK)
     for bad in (float('nan'), -1.0, 81.0, float('inf')):
-        assert _call(library, 'lip2d_forward', LIP_OK, bad) == 7
+        assert _call(library, 'lip2d_forward', pool, bad) == 7
     for threads in (0, -5, 4097):
-        assert _call(library, 'lip2d_forward', LIP_OK, 60.0, threads=threads) == 6
-        assert _call(library, 'dpp2d_forward', DPP_OK, 1, threads=threads) == 6
-        assert _call(library, 'dpp_filter_guide_forward', FILTER_OK, threads=threads) == 6
-    assert _call(library, 'lip2d_forward', LIP_OK, 60.0, pointers=[None] * 3) == 8
-    assert _call(library, 'dpp2d_backward', DPP_OK, 0, pointers=[None] * 9) == 8
-    assert _call(library, 'dpp_filter_guide_forward', FILTER_OK, pointers=[None] * 4) == 8
+        assert _call(library, 'lip2d_forward', pool, 60.0, threads=threads) == 6
+        assert _call(library, 'dpp2d_forward', pool, 1, threads=threads) == 6
+        assert _call(library, 'dpp_filter_guide_forward', guide, threads=threads) == 6
+    assert _call(library, 'lip2d_forward', pool, 60.0, pointers=[None] * 3) == 8
+    assert _call(library, 'dpp2d_backward', pool, 0, pointers=[None] * 9) == 8
+    assert _call(library, 'dpp_filter_guide_forward', guide, pointers=[None] * 4) == 8
     # no planes: nothing to read, whatever the pointers
-    assert _call(library, 'lip2d_forward', _with(LIP_OK, planes=0), 60.0,
+    assert _call(library, 'lip2d_forward', _geometry(POOL_OK, planes=0), 60.0,
                  pointers=[None] * 3) == 0
-    assert _call(library, 'lip2d_forward', LIP_OK, 60.0) == 0
+    assert _call(library, 'lip2d_forward', pool, 60.0) == 0
+    # a null geometry
+    function = library.lip2d_forward_f64
+    assert function(*[b.data_ptr() for b in _scratch()[:3]], None, 60.0, 1) == 8
 
 
 def test_run_kernel_names_the_problem(library):
     x = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
     out = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r'lip2d_forward: invalid window.*\(sizes \(1, 5, 5'):
+    one_plane = dict(POOL_OK, planes=1, channels=1)
+    with pytest.raises(ValueError, match=r'lip2d_forward: invalid window.*KernelGeometry\('
+                       r'planes=1, .*pad_top=3'):
         native.run_kernel(library, 'lip2d_forward', (x, x, out),
-                          (1, 5, 5, 3, 3, 3, 3, 2, 2, 3, 3), 60.0)
+                          _geometry(one_plane, pad_top=3), 60.0)
     with pytest.raises(ValueError, match='output size is not the one'):
         native.run_kernel(library, 'lip2d_forward', (x, x, out),
-                          (1, 5, 5, 3, 3, 3, 3, 1, 1, 1, 1), 60.0)
+                          _geometry(one_plane, sh=1, sw=1), 60.0)
     with pytest.raises(ValueError, match='shift_range'):
-        native.run_kernel(library, 'lip2d_forward', (x, x, out), LIP_OK, float('nan'))
-    # The buffers must match the sizes: the C side cannot check them.
-    with pytest.raises(ValueError, match='tensor 2 has 9 elements, the sizes .* give 25'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out), _geometry(one_plane),
+                          float('nan'))
+    # The buffers must match the geometry: the C side cannot check them.
+    with pytest.raises(ValueError, match='tensor 2 has 9 elements, the geometry gives 25'):
         native.run_kernel(library, 'lip2d_forward', (x, x, out),
-                          (1, 5, 5, 5, 5, 1, 1, 1, 1, 0, 0), 60.0)
-    with pytest.raises(ValueError, match='takes 11 int64 sizes'):
-        native.run_kernel(library, 'lip2d_forward', (x, x, out), LIP_OK[:10], 60.0)
-    with pytest.raises(ValueError, match='takes 11 int64 sizes'):
-        native.run_kernel(library, 'lip2d_forward', (x, x, out),
-                          _with(LIP_OK, i1=1 << 64), 60.0)
+                          native.KernelGeometry.of(x.shape, (5, 5), (1, 1), (1, 1),
+                                                   (0, 0, 0, 0)), 60.0)
+    with pytest.raises(TypeError, match='takes a KernelGeometry'):
+        native.run_kernel(library, 'lip2d_forward', (x, x, out), tuple(POOL_OK.values()), 60.0)
+    with pytest.raises(ValueError, match='takes 14 int64 values'):
+        native.KernelGeometry.of(x.shape, (3, 3), (3, 3), (2, 2), (1, 1, 1, 1 << 64))
+    with pytest.raises(ValueError, match='takes 14 int64 values'):
+        native.KernelGeometry.of(x.shape, (3, 3), (3, 3), (2, 2), (1, 1, 1))
     with pytest.raises(ValueError, match='not contiguous'):
-        native.run_kernel(library, 'lip2d_forward', (x, x.transpose(2, 3), out), LIP_OK, 60.0)
+        native.run_kernel(library, 'lip2d_forward', (x, x.transpose(2, 3), out),
+                          _geometry(one_plane), 60.0)
     with pytest.raises(TypeError, match='dtype torch.float32'):
-        native.run_kernel(library, 'lip2d_forward', (x, x.float(), out), LIP_OK, 60.0)
+        native.run_kernel(library, 'lip2d_forward', (x, x.float(), out), _geometry(one_plane),
+                          60.0)
     with pytest.raises(ValueError, match='takes 3 tensors'):
-        native.run_kernel(library, 'lip2d_forward', (x, x), LIP_OK, 60.0)
+        native.run_kernel(library, 'lip2d_forward', (x, x), _geometry(one_plane), 60.0)
 
 
 def test_registered_op_with_short_parameters_raises():
@@ -393,20 +406,29 @@ def test_registered_op_with_short_parameters_raises():
 # invalid, some huge) sizes. A call the rules accept gets buffers of exactly its size.
 
 
-def _expected_lip_status(sizes):
-    planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw = sizes
-    if planes < 0 or min(h, w, oh, ow) < 1:
+def _expected_pooling_status(g):
+    """check_pooling's status for the geometry ``g`` (a dict), stated in Python."""
+    if g['planes'] < 0 or g['channels'] < 1 or g['planes'] % g['channels'] or min(
+            g['height'], g['width'], g['out_height'], g['out_width']) < 1:
         return 2
-    for size, k, s, p in ((h, kh, sh, ph), (w, kw, sw, pw)):
-        if k < 1 or s < 1 or p < 0 or p >= k:
+    axes = (('height', 'kh', 'sh', 'pad_top', 'pad_bottom', 'out_height'),
+            ('width', 'kw', 'sw', 'pad_left', 'pad_right', 'out_width'))
+    expected = []
+    for size, k, s, before, after, _ in axes:
+        size, k, s, before, after = (g[n] for n in (size, k, s, before, after))
+        if k < 1 or s < 1 or min(before, after) < 0 or max(before, after) >= k:
             return 3
-        if size + 2 * p > INT64_MAX:
+        if size + before + after > INT64_MAX:
             return 5
-        if size + 2 * p < k:
+        if size + before + after < k:
             return 3
-    if oh != (h + 2 * ph - kh) // sh + 1 or ow != (w + 2 * pw - kw) // sw + 1:
+        expected.append((size + before + after - k) // s + 1)
+    if [g[axis[-1]] for axis in axes] != expected:
         return 4
-    if max(planes * h * w, planes * oh * ow, h * w) * 8 > INT64_MAX:
+    padded = ((g['height'] + g['pad_top'] + g['pad_bottom'])
+              * (g['width'] + g['pad_left'] + g['pad_right']))
+    if max(g['planes'] * g['height'] * g['width'], g['planes'] * g['out_height'] * g['out_width'],
+           padded, g['kh'] * g['kw'] * g['out_width']) * 8 > INT64_MAX:
         return 5
     return 0
 
@@ -417,21 +439,25 @@ _any_int64 = st.one_of(_small, st.integers(-(1 << 63), INT64_MAX),
 
 
 @pytest.mark.fuzz
-@given(sizes=st.tuples(*([_any_int64] + [_small] * 10)) | st.tuples(*[_any_int64] * 11))
-def test_lip_validation_matches_its_rules(library, sizes):
-    expected = _expected_lip_status(sizes)
+@given(values=st.tuples(*([_any_int64] + [_small] * 13)) | st.tuples(*[_any_int64] * 14))
+def test_pooling_validation_matches_its_rules(library, values):
+    g = dict(zip(FIELDS, values))
+    expected = _expected_pooling_status(g)
+    geometry = native.KernelGeometry(*values)
     if expected != 0:
-        assert _call(library, 'lip2d_forward', sizes, 60.0) == expected
+        assert _call(library, 'lip2d_forward', geometry, 60.0) == expected
+        assert _call(library, 'dpp2d_forward', geometry, 1) == expected
         return
-    planes, h, w, oh, ow = sizes[:5]
+    planes, h, w = g['planes'], g['height'], g['width']
     if planes * h * w > 1 << 16:
         return  # valid, but too large to allocate here
     x = _randn(planes * h * w, dtype=torch.float64)
-    out = torch.empty(planes * oh * ow, dtype=torch.float64)
-    native.run_kernel(library, 'lip2d_forward', (x, x, out), sizes, 60.0)
-    kernel, stride, padding = sizes[5:7], sizes[7:9], sizes[9:11]
-    if planes > 0 and all(p <= k // 2 for p, k in zip(padding, kernel)):  # lip2d's own rule
+    out = torch.empty(planes * g['out_height'] * g['out_width'], dtype=torch.float64)
+    native.run_kernel(library, 'lip2d_forward', (x, x, out), geometry, 60.0)
+    if planes > 0:
         maps = x.view(1, planes, h, w)
-        reference = lip2d(maps, maps, kernel, stride, padding, backend='torch')
+        reference = lip2d(maps, maps, (g['kh'], g['kw']), (g['sh'], g['sw']),
+                          tuple(g[n] for n in ('pad_top', 'pad_bottom', 'pad_left',
+                                               'pad_right')), backend='torch')
         torch.testing.assert_close(out.view(reference.shape), reference)
 

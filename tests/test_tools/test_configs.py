@@ -8,7 +8,7 @@ import pytest
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from lip_mmdet.utils.launch import build_runner
+from lip_mmdet.apis.launch import build_runner
 
 from tiny_run import CONFIGS, tiny_options
 

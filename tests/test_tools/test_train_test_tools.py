@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from lip_mmdet.utils import launch
+from lip_mmdet.apis import launch
 
 from tiny_run import (
     REPO,

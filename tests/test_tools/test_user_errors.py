@@ -8,9 +8,9 @@ import torch
 from checkpoint_payloads import go_offline, save_payload
 from mmengine.config import Config
 
+from lip_mmdet.apis.launch import test_main as run_test_tool
+from lip_mmdet.apis.launch import train_main
 from lip_mmdet.models.backbones import LIPResNet
-from lip_mmdet.utils.launch import test_main as run_test_tool
-from lip_mmdet.utils.launch import train_main
 
 from tiny_run import REPO, SMALL_RETINANET, TOOLS, run_tool, tiny_options, to_cli, write_config
 from tool_scripts import assert_clean_failure, run_as_script, tool_main
@@ -264,7 +264,7 @@ def _model_state(options):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from lip_mmdet.utils.launch import load_test_config, test_parser
+    from lip_mmdet.apis.launch import load_test_config, test_parser
 
     register_all_modules(init_default_scope=False)
     cfg = load_test_config(test_parser().parse_args(

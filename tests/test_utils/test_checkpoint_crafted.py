@@ -32,9 +32,9 @@ from crafted_pickles import (
     zip_checkpoint,
 )
 
+from lip_mmdet.apis.preflight import check_checkpoint
 from lip_mmdet.utils import UnreadableCheckpointError, load_checkpoint_file
 from lip_mmdet.utils.checkpoint import ALLOCATION_FLOOR
-from lip_mmdet.utils.preflight import check_checkpoint
 
 REFUSED = 'UnsafeCheckpointError'
 UNREADABLE = 'UnreadableCheckpointError'

@@ -19,8 +19,8 @@ from lip_mmdet.models.backbones import LIPResNet
 from lip_mmdet.utils import CheckpointUnavailableError, UnsafeCheckpointError
 from lip_mmdet.utils.checkpoint import (
     SAFE_SCHEMES,
-    enable_safe_mmengine_checkpoints,
     hub_cache_file,
+    install_safe_checkpoint_loading,
     resolve_checkpoint_url,
 )
 
@@ -109,7 +109,7 @@ def test_scheme_registered_by_another_package_is_refused(tmp_path):
 
     CheckpointLoader.register_scheme('elsewhere://', loader=unpickle_anything)
     try:
-        enable_safe_mmengine_checkpoints()
+        install_safe_checkpoint_loading()
         with pytest.raises(UnsafeCheckpointError, match='elsewhere://'):
             _load_checkpoint(f'elsewhere://{path}')
     finally:

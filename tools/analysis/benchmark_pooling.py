@@ -22,11 +22,10 @@ resident-set growth of forward+backward in a fresh process per op (an upper boun
 Ratios are against ``F.avg_pool2d``, ``lip2d_naive`` and each op's ``[torch]`` form measured
 in the same run. Prints a table and writes JSON (``--out``).
 
-Needs only torch (and triton for CUDA): without mmdet installed, e.g. on a bare GPU machine,
-the ops are imported without the plugin's mmdet registrations.
+Needs only torch (and triton for CUDA): ``lip_mmdet.ops`` imports with torch alone, so it runs
+on a bare GPU machine without mmdet too.
 """
 import argparse
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -34,29 +33,11 @@ import os.path as osp
 import platform
 import resource
 import statistics
-import sys
-import types
 
 import torch
 import torch.nn.functional as F
 
-
-def _import_without_mmdet():
-    """Lets ``lip_mmdet.ops`` and ``lip_mmdet.utils.benchmark`` (torch only) import where
-    mmdet is missing: the package ``__init__`` files, which register mmdet modules, are
-    skipped."""
-    if 'lip_mmdet' in sys.modules or importlib.util.find_spec('mmdet') is not None:
-        return
-    root = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                    'lip_mmdet')
-    for name, path in (('lip_mmdet', root), ('lip_mmdet.utils', osp.join(root, 'utils'))):
-        package = types.ModuleType(name)
-        package.__path__ = [path]
-        sys.modules[name] = package
-
-
-_import_without_mmdet()
-from lip_mmdet.utils.benchmark import cuda_peak_bytes, time_ms  # noqa: E402
+from lip_mmdet.utils.benchmark import cuda_peak_bytes, time_ms
 
 DEFAULT_SHAPES = ('20x32x128x128', '2x256x200x336')
 OPS = ('avg_pool2d', 'max_pool2d', 'lip2d_naive', 'lip2d', 'lip2d[torch]', 'LiteDPP',

@@ -20,13 +20,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 # as in tools/run_demo.py: a dependency's import warns at every run, about nothing the user does
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
+from lip_mmdet.apis import PreflightError  # noqa: E402
 from lip_mmdet.demo import add_demo_run_args, train_demo  # noqa: E402
 from lip_mmdet.evaluation.seed_study import (  # noqa: E402
     STUDY_FILE,
     format_study,
     run_seed_study,
 )
-from lip_mmdet.utils import PreflightError  # noqa: E402
 from lip_mmdet.visualization import plot_seed_study  # noqa: E402
 
 

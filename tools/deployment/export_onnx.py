@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 import lip_mmdet  # noqa: E402,F401  (registers modules and the ops' ONNX translations)
 from lip_mmdet import deployment  # noqa: E402
-from lip_mmdet.utils.launch import _load_config, check_checkpoint_fits  # noqa: E402
-from lip_mmdet.utils.preflight import PreflightError, check_checkpoint  # noqa: E402
+from lip_mmdet.apis import PreflightError, check_checkpoint, check_checkpoint_fits  # noqa: E402
+from lip_mmdet.apis.launch import _load_config  # noqa: E402
 
 
 def parse_args(argv=None):

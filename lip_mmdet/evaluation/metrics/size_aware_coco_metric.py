@@ -20,9 +20,8 @@ from mmdet.evaluation.metrics import CocoMetric
 from mmdet.registry import METRICS
 from mmengine.fileio import dump, load
 from mmengine.logging import MessageHub, MMLogger, print_log
-from terminaltables import AsciiTable
 
-from ..compare import NO_GT, NO_GT_NOTE, format_ap
+from ..ap_table import ap_table, format_ap
 
 __all__ = ['DEFAULT_SIZE_BINS', 'COCO_EVAL_BACKENDS', 'SizeAwareCocoMetric',
            'evaluate_size_bins', 'resolve_coco_backend']
@@ -332,13 +331,6 @@ class SizeAwareCocoMetric(CocoMetric):
         self._write_report(report, eval_results)
         return eval_results
 
-    @staticmethod
-    def _table(rows: List[List[str]]) -> str:
-        text = AsciiTable(rows).table
-        if any(NO_GT in row for row in rows):
-            text += '\n' + NO_GT_NOTE
-        return text
-
     def _bins_table(self, metric: str, bins_report: Dict) -> str:
         rows = [[f'{metric} size bin', 'area (px^2)', '#gt', 'AP', 'AP50', 'AP75', 'AR']]
         for name, entry in bins_report['bins'].items():
@@ -346,14 +338,14 @@ class SizeAwareCocoMetric(CocoMetric):
             high_text = 'inf' if high >= 1e10 else f'{high:g}'
             rows.append([name, f'{low:g} - {high_text}', str(entry['num_gt'])] + [
                 format_ap(entry[k]) for k in ('AP', 'AP50', 'AP75', 'AR')])
-        return self._table(rows)
+        return ap_table(rows)
 
     def _classwise_table(self, metric: str, bins_report: Dict) -> str:
         names = list(self.size_bins)
         rows = [[f'{metric} class'] + [f'AP_{n}' for n in names]]
         for cls_name, per_bin in bins_report['classwise'].items():
             rows.append([cls_name] + [format_ap(per_bin[n]) for n in names])
-        return self._table(rows)
+        return ap_table(rows)
 
     def _write_report(self, report: Dict, eval_results: Dict[str, float]) -> None:
         out_dir = self.out_dir or _runner_work_dir()

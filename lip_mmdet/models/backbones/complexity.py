@@ -6,7 +6,6 @@ LIP-ResNet figures. Pooling arithmetic (LIP's exp and window sums, DPP's rewards
 counted; :func:`backbone_complexity` lists the ops it skipped.
 """
 import copy
-import math
 from typing import Dict, Sequence, Tuple, Union
 
 import torch
@@ -14,6 +13,8 @@ from mmdet.registry import MODELS
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from torch import nn
+
+from lip_mmdet.ops import filter_guide_multiply_adds
 
 __all__ = ['IMAGENET_FC_PARAMS', 'build_backbone', 'stock_resnet_cfg', 'count_params',
            'count_flops', 'backbone_complexity']
@@ -47,8 +48,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def _filter_guide_flops(inputs, outputs) -> int:
-    """Full-DPP's guide is a depthwise 3x3 convolution: 9 multiply-adds per output pixel."""
-    return 9 * math.prod(get_shape(outputs[0]))
+    """Full-DPP's guide, a depthwise 3x3 convolution, as its multiply-adds."""
+    return filter_guide_multiply_adds(get_shape(outputs[0]))
 
 
 def count_flops(model: nn.Module, input_size: Tuple[int, int],

@@ -12,8 +12,21 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
-from ..layers import BOTTLENECK_WIDTH, LIP_NORM_CFG, BottleneckLIP, BottleneckShared, SimplifiedLIP
-from .pooled_resnet import PooledBasicBlock, PooledBottleneck, PooledResNet, PooledShortcut
+from ..layers import (
+    BOTTLENECK_WIDTH,
+    LIP_NORM_CFG,
+    BottleneckLIP,
+    BottleneckShared,
+    SimplifiedLIP,
+)
+from ..layers.lip import check_logit_init
+from .pooled_resnet import (
+    PooledBasicBlock,
+    PooledBottleneck,
+    PooledResNet,
+    PooledShortcut,
+    check_resnet_args,
+)
 
 __all__ = ['LIPResNet', 'LIPBottleneck', 'BottleneckLIPPool']
 
@@ -28,14 +41,17 @@ class BottleneckLIPPool(BaseModule):
         channels (int): C, the channels of the input.
         width (int): channels of the logit trunk.
         norm_cfg (dict): norm of the logit modules. Default: affine InstanceNorm.
+        logit_init (str): how the logits start, see :data:`LIP_LOGIT_INITS`.
 
     Shapes: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
     """
 
-    def __init__(self, channels: int, width: int, norm_cfg: dict = LIP_NORM_CFG):
+    def __init__(self, channels: int, width: int, norm_cfg: dict = LIP_NORM_CFG,
+                 logit_init: str = 'reference'):
         super().__init__()
         self.bottleneck_shared = BottleneckShared(channels, width=width, norm_cfg=norm_cfg)
-        self.lip = BottleneckLIP(channels, width=width, norm_cfg=norm_cfg)
+        self.lip = BottleneckLIP(channels, width=width, norm_cfg=norm_cfg,
+                                 logit_init=logit_init)
 
     def forward(self, x):
         return self.lip(x, self.bottleneck_shared(x))
@@ -54,6 +70,7 @@ class LIPBottleneck(PooledBottleneck):
         planes (int): bottleneck width; the output has ``4 * planes`` channels.
         lip_width (int): channels of the logit trunk. Default: :data:`BOTTLENECK_WIDTH`.
         lip_norm_cfg (dict): norm of the logit modules. Default: affine InstanceNorm.
+        logit_init (str): how the logits start, see :data:`LIP_LOGIT_INITS`.
         **kwargs: mmdet ``Bottleneck`` arguments (``conv_cfg``, ``norm_cfg``, ``dcn``...).
 
     Shapes: (N, inplanes, H, W) -> (N, 4 * planes, ceil(H/2), ceil(W/2)).
@@ -61,15 +78,15 @@ class LIPBottleneck(PooledBottleneck):
     new_submodules = ('bottleneck_shared', 'conv2')
 
     def __init__(self, inplanes: int, planes: int, lip_width: int = BOTTLENECK_WIDTH,
-                 lip_norm_cfg: dict = LIP_NORM_CFG, **kwargs):
+                 lip_norm_cfg: dict = LIP_NORM_CFG, logit_init: str = 'reference', **kwargs):
         super().__init__(inplanes, planes, **kwargs)
         self.bottleneck_shared = BottleneckShared(inplanes, width=lip_width, norm_cfg=lip_norm_cfg)
         mixer = self.conv2 if self.with_dcn else build_conv_layer(
             self.conv_cfg, planes, planes, kernel_size=1, bias=False)
-        self.conv2 = Sequential(BottleneckLIP(planes, width=lip_width, norm_cfg=lip_norm_cfg),
-                                mixer)
+        lip = dict(width=lip_width, norm_cfg=lip_norm_cfg, logit_init=logit_init)
+        self.conv2 = Sequential(BottleneckLIP(planes, **lip), mixer)
         self.downsample = PooledShortcut(
-            BottleneckLIP(inplanes, width=lip_width, norm_cfg=lip_norm_cfg), inplanes,
+            BottleneckLIP(inplanes, **lip), inplanes,
             planes * self.expansion, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
             pool_name='lip')
 
@@ -101,6 +118,11 @@ class LIPResNet(PooledResNet):
             stem resolution) or ``'bottleneck'`` (a :class:`BottleneckLIPPool` of width
             ``stem_channels // 4``, 8x fewer logit FLOPs). Default: ``'simplified'`` for
             depth >= 50, ``'bottleneck'`` for 18/34.
+        logit_init (str): how every LIP layer's logits start: ``'reference'`` (default, the
+            official initialisation) or ``'gradual'`` (they leave average pooling only as
+            fast as a learned scale grows); see :data:`LIP_LOGIT_INITS`. Both start as 3x3
+            average pooling; ``init_weights()`` restores the chosen one and loaded weights
+            override it.
         **kwargs: mmdet ``ResNet`` arguments, and ``init_cfg`` / ``pretrained`` as in
             :class:`PooledResNet`.
 
@@ -116,32 +138,36 @@ class LIPResNet(PooledResNet):
                        'to train from scratch.')
 
     def __init__(self, depth: int, lip_norm_cfg: dict = LIP_NORM_CFG,
-                 lip_width: Optional[int] = None, stem_lip: Optional[str] = None, **kwargs):
-        if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth!r} for LIPResNet, expected one of '
-                           f'{sorted(self.arch_settings)}')
+                 lip_width: Optional[int] = None, stem_lip: Optional[str] = None,
+                 logit_init: str = 'reference', **kwargs):
+        # the block type decides the stem default: the arguments are checked first
+        check_resnet_args(type(self).__name__, depth, self.arch_settings, kwargs)
         basic = self.arch_settings[depth][0] is not Bottleneck
         stem_lip = stem_lip or ('bottleneck' if basic else 'simplified')
         if stem_lip not in ('simplified', 'bottleneck'):
             raise ValueError(f"stem_lip must be 'simplified' or 'bottleneck', got {stem_lip!r}")
         if lip_width is not None and (not isinstance(lip_width, int) or lip_width <= 0):
             raise ValueError(f'lip_width must be a positive int or None, got {lip_width!r}')
+        check_logit_init(logit_init)
         self.lip_norm_cfg = lip_norm_cfg
+        self.logit_init = logit_init
         self.lip_width = lip_width
         self.stem_lip = stem_lip
         super().__init__(depth, **kwargs)
 
     def make_stem_pool(self, channels: int) -> nn.Module:
+        lip = dict(norm_cfg=self.lip_norm_cfg, logit_init=self.logit_init)
         if self.stem_lip == 'simplified':
-            return SimplifiedLIP(channels, norm_cfg=self.lip_norm_cfg)
-        return BottleneckLIPPool(channels, width=max(channels // 4, 1),
-                                 norm_cfg=self.lip_norm_cfg)
+            return SimplifiedLIP(channels, **lip)
+        return BottleneckLIPPool(channels, width=max(channels // 4, 1), **lip)
 
     def make_downsample_block(self, block, inplanes: int, planes: int, **kwargs) -> nn.Module:
         if issubclass(block, Bottleneck):
             width = self.lip_width or BOTTLENECK_WIDTH
             return LIPBottleneck(inplanes, planes, lip_width=width,
-                                 lip_norm_cfg=self.lip_norm_cfg, **kwargs)
+                                 lip_norm_cfg=self.lip_norm_cfg, logit_init=self.logit_init,
+                                 **kwargs)
         width = self.lip_width or max(inplanes // 2, 1)
-        pool = BottleneckLIPPool(inplanes, width=width, norm_cfg=self.lip_norm_cfg)
+        pool = BottleneckLIPPool(inplanes, width=width, norm_cfg=self.lip_norm_cfg,
+                                 logit_init=self.logit_init)
         return PooledBasicBlock(inplanes, planes, pool=pool, **kwargs)

@@ -6,6 +6,7 @@ The stand-alone ones (SimplifiedLIP, LiteDPP, FullDPP, S3DPP) are registered in
 from .dpp import LOG_ALPHA_MAX, S3DPP, FullDPP, LiteDPP
 from .lip import (
     BOTTLENECK_WIDTH,
+    LIP_LOGIT_INITS,
     LIP_NORM_CFG,
     BottleneckLIP,
     BottleneckShared,
@@ -23,7 +24,8 @@ from .pool_weights import (
 
 __all__ = [
     'SoftGate', 'SimplifiedLIP', 'BottleneckShared', 'BottleneckLIP', 'BOTTLENECK_WIDTH',
-    'LIP_NORM_CFG', 'InstanceNorm2dAnySize', 'LiteDPP', 'FullDPP', 'S3DPP', 'LOG_ALPHA_MAX',
+    'LIP_NORM_CFG', 'LIP_LOGIT_INITS', 'InstanceNorm2dAnySize', 'LiteDPP', 'FullDPP', 'S3DPP',
+    'LOG_ALPHA_MAX',
     'PoolingWeightsMixin', 'effective_window_size', 'fold_window_weights', 'pooling_layers',
     'relative_importance'
 ]

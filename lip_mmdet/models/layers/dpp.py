@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lip_mmdet.ops import (
-    DPP_REWARDS,
+    check_reward,
     check_s3_args,
     dpp2d,
     dpp_box_guide,
@@ -26,8 +26,7 @@ from lip_mmdet.ops import (
     dpp_window_weights,
     s3_sample,
 )
-from lip_mmdet.ops.pool_args import IntPair, as_pads, check_window, to_pair
-from lip_mmdet.registry import MODELS
+from lip_mmdet.ops.pool_args import IntPair, check_window
 
 from .pool_weights import PoolingWeightsMixin
 
@@ -63,14 +62,13 @@ class _DPPBase(PoolingWeightsMixin, nn.Module):
         super().__init__()
         if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
             raise ValueError(f'channels must be a positive int, got {channels!r}')
-        if reward not in DPP_REWARDS:
-            raise ValueError(f'unknown reward {reward!r}, expected one of {DPP_REWARDS}')
+        check_reward(reward)
         if padding == 'same':
             if check_window(kernel_size, stride, 0)[1] != (1, 1):
                 raise ValueError(f"padding='same' needs stride 1, got stride {stride!r}")
             padding = dpp_same_padding(kernel_size)
-        else:
-            check_window(kernel_size, stride, padding)
+        kernel, step, pads = check_window(kernel_size, stride, padding)
+        self._window = dict(kernel_size=kernel, stride=step, padding=pads)
         self.channels, self.reward = channels, reward
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_output = ceil_output
@@ -93,13 +91,12 @@ class _DPPBase(PoolingWeightsMixin, nn.Module):
         raise NotImplementedError
 
     def padding_for(self, height: int, width: int):
-        """The padding used on an (H, W) map: ``padding``, or with ``ceil_output`` the
-        (top, bottom, left, right) padding that gives ceil(H / stride) x ceil(W / stride)."""
+        """The (top, bottom, left, right) padding used on an (H, W) map: ``padding``'s, or
+        with ``ceil_output`` the padding that gives ceil(H / stride) x ceil(W / stride)."""
+        pads = list(self._window['padding'])
         if not self.ceil_output:
-            return self.padding
-        kernel, stride = to_pair(self.kernel_size, 'kernel_size'), to_pair(self.stride, 'stride')
-        pads = list(as_pads(self.padding if isinstance(self.padding, (tuple, list)) else
-                            to_pair(self.padding, 'padding')))
+            return tuple(pads)
+        kernel, stride = self._window['kernel_size'], self._window['stride']
         for axis, size in enumerate((height, width)):
             wanted = -(-size // stride[axis])
             covered = size + pads[2 * axis] + pads[2 * axis + 1]
@@ -108,16 +105,12 @@ class _DPPBase(PoolingWeightsMixin, nn.Module):
 
     @property
     def pool_window(self) -> dict:
-        """The configured window; :meth:`window_for` adds ``ceil_output``'s padding."""
-        pads = self.padding if isinstance(self.padding, tuple) and len(self.padding) == 4 \
-            else as_pads(to_pair(self.padding, 'padding'))
-        return dict(kernel_size=to_pair(self.kernel_size, 'kernel_size'),
-                    stride=to_pair(self.stride, 'stride'), padding=pads)
+        """The configured window ((h, w) pairs, padding (top, bottom, left, right));
+        :meth:`window_for` adds ``ceil_output``'s padding."""
+        return dict(self._window)
 
     def window_for(self, x: torch.Tensor) -> dict:
-        padding = self.padding_for(x.shape[2], x.shape[3])
-        return dict(self.pool_window, padding=as_pads(
-            padding if isinstance(padding, tuple) else to_pair(padding, 'padding')))
+        return dict(self._window, padding=self.padding_for(x.shape[2], x.shape[3]))
 
     def pool_inputs(self, x: torch.Tensor) -> tuple:
         """(guide, alpha, lambda, padding) that ``forward`` pools ``x`` (N, C, H, W) with."""
@@ -144,7 +137,6 @@ class _DPPBase(PoolingWeightsMixin, nn.Module):
                 f'stride={self.stride}, padding={self.padding}, ceil_output={self.ceil_output}')
 
 
-@MODELS.register_module()
 class LiteDPP(_DPPBase):
     """Lite-DPP: the guide is the window mean (box filter, zero padding counted).
 
@@ -176,7 +168,6 @@ class LiteDPP(_DPPBase):
         return dpp_box_guide(x, self.kernel_size, self.stride, padding)
 
 
-@MODELS.register_module()
 class FullDPP(_DPPBase):
     """Full-DPP: the guide is a learned per-channel 3x3 filter with bias (10 parameters per
     channel, ``guide_weight`` (C, 1, 3, 3) and ``guide_bias`` (C,)), evaluated once per window
@@ -204,7 +195,6 @@ class FullDPP(_DPPBase):
                                 self.stride, padding)
 
 
-@MODELS.register_module()
 class S3DPP(nn.Module):
     """S3DPP: stride-1 DPP (output size = input size) followed by S3Pool sampling.
 

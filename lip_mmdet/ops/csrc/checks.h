@@ -1,7 +1,8 @@
 // Argument checks shared by the kernels' C entry points, and the library's ABI version.
 //
-// The entry points take their geometry as one int64 array; the loader cannot vouch for it, so
-// each entry point validates it before touching memory: sizes positive (or non-negative where
+// The entry points take their geometry as one PoolGeometry (native.py's KernelGeometry, field
+// for field); the loader cannot vouch for it, so each entry point validates it before touching
+// memory: sizes positive (or non-negative where
 // zero is meaningful), every product and sum it indexes with computed in checked 64-bit
 // arithmetic, and the window relations the indexing relies on (padding below the kernel, the
 // output size the one the input, kernel, stride and padding give). The checks run once per
@@ -15,7 +16,7 @@
 
 // Bumped whenever an entry point's arguments or the meaning of a status code change: the
 // loader refuses a library whose lip_mmdet_pooling_abi() differs from the one it expects.
-#define LIP_MMDET_POOLING_ABI 2
+#define LIP_MMDET_POOLING_ABI 3
 
 namespace lip_mmdet {
 
@@ -68,12 +69,58 @@ inline int pooled_axis(int64_t size, int64_t kernel, int64_t stride, int64_t pad
   return kOk;
 }
 
+// The sizes of one call: `planes` = N * C (n, c) planes of height x width pooled to
+// out_height x out_width by a kh x kw window at stride (sh, sw) with the padding on each side.
+// The filter guide reads its 3x3 taps as the window and its offsets (which may be negative:
+// they crop) as pad_top and pad_left.
+struct PoolGeometry {
+  int64_t planes, channels, height, width, out_height, out_width;
+  int64_t kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right;
+};
+
+// The checks every pooling entry point (lip2d, dpp2d) makes: positive sizes, planes a
+// multiple of the channels, a valid window whose output size is the one given, and element
+// counts (the tensors, a padded plane, K = kh * kw rows of out_width values of scratch) whose
+// bytes fit int64.
+inline int check_pooling(const PoolGeometry* g, int64_t element_bytes) {
+  if (g == nullptr) return kNullPointer;
+  if (g->planes < 0 || g->channels < 1 || g->planes % g->channels != 0 || g->height < 1 ||
+      g->width < 1 || g->out_height < 1 || g->out_width < 1)
+    return kBadShape;
+  int64_t expected_h, expected_w;
+  if (int status = pooled_axis(g->height, g->kh, g->sh, g->pad_top, g->pad_bottom, &expected_h))
+    return status;
+  if (int status = pooled_axis(g->width, g->kw, g->sw, g->pad_left, g->pad_right, &expected_w))
+    return status;
+  if (g->out_height != expected_h || g->out_width != expected_w) return kBadOutputSize;
+  // pooled_axis checked the padded sizes' sums.
+  int64_t count;
+  if (!elements({g->planes, g->height, g->width}, element_bytes, &count) ||
+      !elements({g->planes, g->out_height, g->out_width}, element_bytes, &count) ||
+      !elements({g->height + g->pad_top + g->pad_bottom, g->width + g->pad_left + g->pad_right},
+                element_bytes, &count) ||
+      !elements({g->kh, g->kw, g->out_width}, element_bytes, &count))
+    return kOverflow;
+  return kOk;
+}
+
 inline bool threads_ok(int threads) { return threads >= 1 && threads <= kMaxThreads; }
 
 inline bool all_non_null(std::initializer_list<const void*> pointers) {
   for (const void* p : pointers)
     if (p == nullptr) return false;
   return true;
+}
+
+// The last steps every entry point shares once its arguments passed (`status` kOk): nothing to
+// read or write without planes, a null tensor pointer refused, then `run()`.
+template <typename Run>
+int run_checked(int status, int64_t planes, std::initializer_list<const void*> pointers,
+                Run run) {
+  if (status != kOk) return status;
+  if (planes == 0) return kOk;
+  if (!all_non_null(pointers)) return kNullPointer;
+  return run();
 }
 
 }  // namespace lip_mmdet

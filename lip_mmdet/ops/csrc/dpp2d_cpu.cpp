@@ -37,9 +37,7 @@ using lip_mmdet::log_value;
 
 constexpr double kEpsSquared = 1e-3;
 
-struct DppGeometry {
-  int64_t planes, channels, height, width, out_height, out_width;
-  int64_t kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right;
+struct DppGeometry : lip_mmdet::PoolGeometry {
   int64_t padded_width() const { return width + pad_left + pad_right; }
   int64_t padded_height() const { return height + pad_top + pad_bottom; }
   int64_t window() const { return kh * kw; }
@@ -286,48 +284,34 @@ void dpp_plane_backward(const T* x, const T* guide, const T* grad_out, T* grad_x
   *grad_lambda = lambda_acc;
 }
 
-// Validates dpp2d's sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom,
-// pad_left, pad_right} and the thread count (see checks.h); fills g on success. Besides the
-// tensors, the scratch buffers (the padded plane, K = kh * kw rows of Wo values) are sized
-// from them.
-int dpp_arguments(const int64_t* sizes, size_t element_bytes, int threads, DppGeometry* g) {
+// Validates dpp2d's geometry (check_pooling: it also bounds the scratch buffers, the padded
+// plane and K = kh * kw rows of Wo values) and the thread count; fills g on success.
+int dpp_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_bytes, int threads,
+                  DppGeometry* g) {
   using namespace lip_mmdet;
-  if (sizes == nullptr) return kNullPointer;
-  const DppGeometry d{sizes[0], sizes[1], sizes[2],  sizes[3],  sizes[4],  sizes[5],  sizes[6],
-                      sizes[7], sizes[8], sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]};
-  if (d.planes < 0 || d.channels < 1 || d.planes % d.channels != 0 || d.height < 1 ||
-      d.width < 1 || d.out_height < 1 || d.out_width < 1)
-    return kBadShape;
-  int64_t expected_h, expected_w;
-  if (int status = pooled_axis(d.height, d.kh, d.sh, d.pad_top, d.pad_bottom, &expected_h))
-    return status;
-  if (int status = pooled_axis(d.width, d.kw, d.sw, d.pad_left, d.pad_right, &expected_w))
-    return status;
-  if (d.out_height != expected_h || d.out_width != expected_w) return kBadOutputSize;
-  int64_t count;
-  const int64_t bytes = static_cast<int64_t>(element_bytes);
-  // pooled_axis checked the padded sizes' sums.
-  if (!elements({d.planes, d.height, d.width}, bytes, &count) ||
-      !elements({d.planes, d.out_height, d.out_width}, bytes, &count) ||
-      !elements({d.padded_height(), d.padded_width()}, bytes, &count) ||
-      !elements({d.kh, d.kw, d.out_width}, bytes, &count))
-    return kOverflow;
+  if (int status = check_pooling(geometry, static_cast<int64_t>(element_bytes))) return status;
   if (!threads_ok(threads)) return kBadThreads;
-  *g = d;
+  *g = DppGeometry{*geometry};
   return kOk;
+}
+
+// Runs `plane(p, c, scratch)` for every plane p (channel c) on `threads` threads, each with
+// its scratch buffers (`backward`: with the gradient's).
+template <typename T, typename Plane>
+int for_each_plane(const DppGeometry& g, int threads, bool backward, Plane plane) {
+  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
+    DppScratch<T> s(g, backward);
+    for (int64_t p = first; p < last; ++p) plane(p, p % g.channels, s);
+  });
 }
 
 template <typename T, bool Asym>
 int forward(const T* x, const T* guide, const T* alpha, const T* lambda, T* out,
             const DppGeometry& g, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
-    DppScratch<T> s(g, false);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t c = p % g.channels;
-      dpp_plane_forward<T, Asym>(x + p * in_plane, guide + p * out_plane, out + p * out_plane,
-                                 alpha[c], lambda[c] / 2, g, s);
-    }
+  return for_each_plane<T>(g, threads, false, [&](int64_t p, int64_t c, DppScratch<T>& s) {
+    dpp_plane_forward<T, Asym>(x + p * in_plane, guide + p * out_plane, out + p * out_plane,
+                               alpha[c], lambda[c] / 2, g, s);
   });
 }
 
@@ -336,15 +320,11 @@ int backward(const T* x, const T* guide, const T* alpha, const T* lambda, const 
              T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,
              const DppGeometry& g, int threads) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;
-  return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
-    DppScratch<T> s(g, true);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t c = p % g.channels;
-      dpp_plane_backward<T, Asym>(x + p * in_plane, guide + p * out_plane,
-                                  grad_out + p * out_plane, grad_x + p * in_plane,
-                                  grad_guide + p * out_plane, grad_alpha + p, grad_lambda + p,
-                                  alpha[c], lambda[c] / 2, g, s);
-    }
+  return for_each_plane<T>(g, threads, true, [&](int64_t p, int64_t c, DppScratch<T>& s) {
+    dpp_plane_backward<T, Asym>(x + p * in_plane, guide + p * out_plane,
+                                grad_out + p * out_plane, grad_x + p * in_plane,
+                                grad_guide + p * out_plane, grad_alpha + p, grad_lambda + p,
+                                alpha[c], lambda[c] / 2, g, s);
   });
 }
 
@@ -417,20 +397,21 @@ void filter_plane_backward(const T* x, const T* weight, const T* grad_out, T* gr
   }
 }
 
-// Validates the filter guide's sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left} and the
-// thread count (see checks.h); fills g on success. Every tap is bounds-checked against the
-// map, so any offsets (top, left; negative ones crop) are safe once the index arithmetic,
-// out * stride - offset + 2, cannot overflow.
-int filter_arguments(const int64_t* sizes, size_t element_bytes, int threads,
-                     FilterGeometry* g) {
+// Validates the filter guide's geometry (its 3x3 taps as the window, offsets pad_top and
+// pad_left; the other padding is unused) and the thread count; fills g on success. Every tap
+// is bounds-checked against the map, so any offsets (negative ones crop) are safe once the
+// index arithmetic, out * stride - offset + 2, cannot overflow.
+int filter_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_bytes,
+                     int threads, FilterGeometry* g) {
   using namespace lip_mmdet;
-  if (sizes == nullptr) return kNullPointer;
-  const FilterGeometry f{sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
-                         sizes[5], sizes[6], sizes[7], sizes[8], sizes[9]};
+  if (geometry == nullptr) return kNullPointer;
+  const PoolGeometry& p = *geometry;
+  const FilterGeometry f{p.planes,     p.channels, p.height, p.width,    p.out_height,
+                         p.out_width,  p.sh,       p.sw,     p.pad_top,  p.pad_left};
   if (f.planes < 0 || f.channels < 1 || f.planes % f.channels != 0 || f.height < 1 ||
       f.width < 1 || f.out_height < 1 || f.out_width < 1)
     return kBadShape;
-  if (f.sh < 1 || f.sw < 1) return kBadWindow;
+  if (p.kh != 3 || p.kw != 3 || f.sh < 1 || f.sw < 1) return kBadWindow;
   int64_t count, reach;
   const int64_t bytes = static_cast<int64_t>(element_bytes);
   if (!elements({f.planes, f.height, f.width}, bytes, &count) ||
@@ -452,76 +433,89 @@ int filter_arguments(const int64_t* sizes, size_t element_bytes, int threads,
 
 }  // namespace
 
-// sizes = {planes, C, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_bottom, pad_left, pad_right};
-// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on success,
-// else a lip_mmdet::Status.
-#define DPP2D_EXPORT(SUFFIX, T)                                                               \
-  extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,          \
-                                        const T* lambda, T* out, const int64_t* sizes,       \
-                                        int asym, int threads) {                             \
-    DppGeometry g;                                                                           \
-    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                \
-    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, out}))                            \
-      return lip_mmdet::kNullPointer;                                                        \
-    return asym ? forward<T, true>(x, guide, alpha, lambda, out, g, threads)                 \
-                : forward<T, false>(x, guide, alpha, lambda, out, g, threads);               \
-  }                                                                                           \
-  extern "C" int dpp2d_backward_##SUFFIX(                                                    \
-      const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,        \
-      T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                     \
-      const int64_t* sizes, int asym, int threads) {                                         \
-    DppGeometry g;                                                                           \
-    if (int status = dpp_arguments(sizes, sizeof(T), threads, &g)) return status;            \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                \
-    if (!lip_mmdet::all_non_null({x, guide, alpha, lambda, grad_out, grad_x, grad_guide,     \
-                                  grad_alpha, grad_lambda}))                                 \
-      return lip_mmdet::kNullPointer;                                                        \
-    return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,   \
-                                    grad_alpha, grad_lambda, g, threads)                     \
-                : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x, grad_guide,  \
-                                     grad_alpha, grad_lambda, g, threads);                   \
+// Validates a dpp2d call (dpp_arguments), then runs `body(g)` (lip_mmdet::run_checked).
+template <typename T, typename Body>
+int dpp_entry(const lip_mmdet::PoolGeometry* geometry, int threads,
+              std::initializer_list<const void*> pointers, Body body) {
+  DppGeometry g{};
+  const int status = dpp_arguments(geometry, sizeof(T), threads, &g);
+  return lip_mmdet::run_checked(status, g.planes, pointers, [&] { return body(g); });
+}
+
+// Validates a filter guide call (filter_arguments), then runs `plane(p, c, g)` for every
+// plane p (channel c) on `threads` threads.
+template <typename T, typename Plane>
+int filter_entry(const lip_mmdet::PoolGeometry* geometry, int threads,
+                 std::initializer_list<const void*> pointers, Plane plane) {
+  FilterGeometry g{};
+  const int status = filter_arguments(geometry, sizeof(T), threads, &g);
+  return lip_mmdet::run_checked(status, g.planes, pointers, [&] {
+    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) plane(p, p % g.channels, g);
+    });
+  });
+}
+
+// alpha, lambda: C values; grad_alpha, grad_lambda: one double per plane. Returns 0 on
+// success, else a lip_mmdet::Status.
+#define DPP2D_EXPORT(SUFFIX, T)                                                                \
+  extern "C" int dpp2d_forward_##SUFFIX(const T* x, const T* guide, const T* alpha,           \
+                                        const T* lambda, T* out,                              \
+                                        const lip_mmdet::PoolGeometry* geometry, int asym,    \
+                                        int threads) {                                        \
+    return dpp_entry<T>(geometry, threads, {x, guide, alpha, lambda, out},                    \
+                        [&](const DppGeometry& g) {                                           \
+                          return asym ? forward<T, true>(x, guide, alpha, lambda, out, g,     \
+                                                         threads)                             \
+                                      : forward<T, false>(x, guide, alpha, lambda, out, g,    \
+                                                          threads);                           \
+                        });                                                                   \
+  }                                                                                            \
+  extern "C" int dpp2d_backward_##SUFFIX(                                                     \
+      const T* x, const T* guide, const T* alpha, const T* lambda, const T* grad_out,         \
+      T* grad_x, T* grad_guide, double* grad_alpha, double* grad_lambda,                      \
+      const lip_mmdet::PoolGeometry* geometry, int asym, int threads) {                       \
+    return dpp_entry<T>(                                                                      \
+        geometry, threads,                                                                    \
+        {x, guide, alpha, lambda, grad_out, grad_x, grad_guide, grad_alpha, grad_lambda},     \
+        [&](const DppGeometry& g) {                                                           \
+          return asym ? backward<T, true>(x, guide, alpha, lambda, grad_out, grad_x,          \
+                                          grad_guide, grad_alpha, grad_lambda, g, threads)    \
+                      : backward<T, false>(x, guide, alpha, lambda, grad_out, grad_x,         \
+                                           grad_guide, grad_alpha, grad_lambda, g, threads);  \
+        });                                                                                   \
   }
 
 DPP2D_EXPORT(f32, float)
 DPP2D_EXPORT(f64, double)
 
-// sizes = {planes, C, H, W, Ho, Wo, sh, sw, top, left}; weight: C x 9, bias: C;
-// grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else a
-// lip_mmdet::Status.
-#define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                        \
-  extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,               \
-                                                   const T* bias, T* out,                     \
-                                                   const int64_t* sizes, int threads) {       \
-    FilterGeometry g;                                                                         \
-    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
-    if (!lip_mmdet::all_non_null({x, weight, bias, out})) return lip_mmdet::kNullPointer;     \
-    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
-    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
-      for (int64_t p = first; p < last; ++p) {                                                \
-        const int64_t c = p % g.channels;                                                     \
-        filter_plane_forward(x + p * in_plane, weight + c * 9, bias[c], out + p * out_plane,  \
-                             g);                                                              \
-      }                                                                                       \
-    });                                                                                       \
-  }                                                                                           \
-  extern "C" int dpp_filter_guide_backward_##SUFFIX(                                          \
-      const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,         \
-      double* grad_bias, const int64_t* sizes, int threads) {                                 \
-    FilterGeometry g;                                                                         \
-    if (int status = filter_arguments(sizes, sizeof(T), threads, &g)) return status;          \
-    if (g.planes == 0) return lip_mmdet::kOk;                                                 \
-    if (!lip_mmdet::all_non_null({x, weight, grad_out, grad_x, grad_weight, grad_bias}))      \
-      return lip_mmdet::kNullPointer;                                                         \
-    const int64_t in_plane = g.height * g.width, out_plane = g.out_height * g.out_width;      \
-    return lip_mmdet::parallel_blocks(g.planes, threads, [&](int64_t first, int64_t last) {   \
-      for (int64_t p = first; p < last; ++p) {                                                \
-        const int64_t c = p % g.channels;                                                     \
-        filter_plane_backward(x + p * in_plane, weight + c * 9, grad_out + p * out_plane,     \
-                              grad_x + p * in_plane, grad_weight + p * 9, grad_bias + p, g);  \
-      }                                                                                       \
-    });                                                                                       \
+// The geometry's window is the 3x3 filter, pad_top / pad_left its offsets; weight: C x 9,
+// bias: C; grad_weight: planes x 9 and grad_bias: planes doubles. Returns 0 on success, else
+// a lip_mmdet::Status.
+#define FILTER_GUIDE_EXPORT(SUFFIX, T)                                                         \
+  extern "C" int dpp_filter_guide_forward_##SUFFIX(const T* x, const T* weight,                \
+                                                   const T* bias, T* out,                      \
+                                                   const lip_mmdet::PoolGeometry* geometry,    \
+                                                   int threads) {                              \
+    return filter_entry<T>(geometry, threads, {x, weight, bias, out},                          \
+                           [&](int64_t p, int64_t c, const FilterGeometry& g) {                \
+                             const int64_t in_plane = g.height * g.width;                      \
+                             filter_plane_forward(x + p * in_plane, weight + c * 9, bias[c],   \
+                                                  out + p * g.out_height * g.out_width, g);    \
+                           });                                                                 \
+  }                                                                                            \
+  extern "C" int dpp_filter_guide_backward_##SUFFIX(                                           \
+      const T* x, const T* weight, const T* grad_out, T* grad_x, double* grad_weight,          \
+      double* grad_bias, const lip_mmdet::PoolGeometry* geometry, int threads) {               \
+    return filter_entry<T>(geometry, threads, {x, weight, grad_out, grad_x, grad_weight,       \
+                                               grad_bias},                                     \
+                           [&](int64_t p, int64_t c, const FilterGeometry& g) {                \
+                             const int64_t in_plane = g.height * g.width;                      \
+                             filter_plane_backward(x + p * in_plane, weight + c * 9,           \
+                                                   grad_out + p * g.out_height * g.out_width,  \
+                                                   grad_x + p * in_plane, grad_weight + p * 9, \
+                                                   grad_bias + p, g);                          \
+                           });                                                                 \
   }
 
 FILTER_GUIDE_EXPORT(f32, float)

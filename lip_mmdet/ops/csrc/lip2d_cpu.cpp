@@ -264,62 +264,55 @@ int backward(const T* x, const T* logit, const T* grad_out, T* grad_x, T* grad_l
 // stays above float32's smallest normal (e^-87), so no window's weight sum can be 0.
 constexpr double kMaxShiftRange = 80.0;
 
-// Validates lip2d's sizes = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw}, the thread count
-// and shift_range (see checks.h); fills g, w and planes on success.
-int lip_arguments(const int64_t* sizes, size_t element_bytes, double shift_range, int threads,
-                  Geometry* g, Window* w, int64_t* planes) {
+// Validates lip2d's geometry (check_pooling), the thread count and shift_range; fills g, w
+// and planes on success. The window starts at pad_top / pad_left; the bottom and right
+// padding only set the output size.
+int lip_arguments(const lip_mmdet::PoolGeometry* geometry, size_t element_bytes,
+                  double shift_range, int threads, Geometry* g, Window* w, int64_t* planes) {
   using namespace lip_mmdet;
-  if (sizes == nullptr) return kNullPointer;
-  const int64_t n = sizes[0], h = sizes[1], wd = sizes[2], oh = sizes[3], ow = sizes[4];
-  const Window win{sizes[5], sizes[6], sizes[7], sizes[8], sizes[9], sizes[10]};
-  if (n < 0 || h < 1 || wd < 1 || oh < 1 || ow < 1) return kBadShape;
-  int64_t expected_h, expected_w;
-  if (int status = pooled_axis(h, win.kh, win.sh, win.ph, win.ph, &expected_h)) return status;
-  if (int status = pooled_axis(wd, win.kw, win.sw, win.pw, win.pw, &expected_w)) return status;
-  if (oh != expected_h || ow != expected_w) return kBadOutputSize;
-  int64_t count;
-  const int64_t bytes = static_cast<int64_t>(element_bytes);
-  if (!elements({n, h, wd}, bytes, &count) || !elements({n, oh, ow}, bytes, &count) ||
-      !elements({h, wd}, bytes, &count))
-    return kOverflow;
+  if (int status = check_pooling(geometry, static_cast<int64_t>(element_bytes))) return status;
   if (!threads_ok(threads)) return kBadThreads;
   if (!(shift_range >= 0 && shift_range <= kMaxShiftRange)) return kBadScalar;  // NaN too
-  *g = Geometry{h, wd, oh, ow};
-  *w = win;
-  *planes = n;
+  const PoolGeometry& p = *geometry;
+  *g = Geometry{p.height, p.width, p.out_height, p.out_width};
+  *w = Window{p.kh, p.kw, p.sh, p.sw, p.pad_top, p.pad_left};
+  *planes = p.planes;
   return kOk;
 }
 
 }  // namespace
 
-// sizes = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw}; returns 0 on success, else a
-// lip_mmdet::Status.
-#define LIP2D_EXPORT(SUFFIX, T)                                                              \
-  extern "C" int lip2d_forward_##SUFFIX(const T* x, const T* logit, T* out,                 \
-                                        const int64_t* sizes, double shift_range,           \
-                                        int threads) {                                      \
-    Geometry g;                                                                              \
-    Window w;                                                                                \
-    int64_t planes;                                                                          \
-    if (int status = lip_arguments(sizes, sizeof(T), shift_range, threads, &g, &w, &planes)) \
-      return status;                                                                         \
-    if (planes == 0) return lip_mmdet::kOk;                                                  \
-    if (!lip_mmdet::all_non_null({x, logit, out})) return lip_mmdet::kNullPointer;           \
-    return forward<T>(x, logit, out, planes, g, w, static_cast<T>(shift_range), threads);   \
-  }                                                                                          \
-  extern "C" int lip2d_backward_##SUFFIX(const T* x, const T* logit, const T* grad_out,     \
-                                         T* grad_x, T* grad_l, const int64_t* sizes,        \
-                                         double shift_range, int threads) {                 \
-    Geometry g;                                                                              \
-    Window w;                                                                                \
-    int64_t planes;                                                                          \
-    if (int status = lip_arguments(sizes, sizeof(T), shift_range, threads, &g, &w, &planes)) \
-      return status;                                                                         \
-    if (planes == 0) return lip_mmdet::kOk;                                                  \
-    if (!lip_mmdet::all_non_null({x, logit, grad_out, grad_x, grad_l}))                      \
-      return lip_mmdet::kNullPointer;                                                        \
-    return backward<T>(x, logit, grad_out, grad_x, grad_l, planes, g, w,                    \
-                       static_cast<T>(shift_range), threads);                               \
+// Validates a call (lip_arguments), then runs `body(planes, g, w)` (lip_mmdet::run_checked).
+template <typename T, typename Body>
+int lip_entry(const lip_mmdet::PoolGeometry* geometry, double shift_range, int threads,
+              std::initializer_list<const void*> pointers, Body body) {
+  Geometry g{};
+  Window w{};
+  int64_t planes = 0;
+  const int status = lip_arguments(geometry, sizeof(T), shift_range, threads, &g, &w, &planes);
+  return lip_mmdet::run_checked(status, planes, pointers, [&] { return body(planes, g, w); });
+}
+
+// Returns 0 on success, else a lip_mmdet::Status.
+#define LIP2D_EXPORT(SUFFIX, T)                                                               \
+  extern "C" int lip2d_forward_##SUFFIX(const T* x, const T* logit, T* out,                  \
+                                        const lip_mmdet::PoolGeometry* geometry,             \
+                                        double shift_range, int threads) {                   \
+    return lip_entry<T>(geometry, shift_range, threads, {x, logit, out},                     \
+                        [&](int64_t planes, const Geometry& g, const Window& w) {            \
+                          return forward<T>(x, logit, out, planes, g, w,                     \
+                                            static_cast<T>(shift_range), threads);           \
+                        });                                                                  \
+  }                                                                                           \
+  extern "C" int lip2d_backward_##SUFFIX(const T* x, const T* logit, const T* grad_out,      \
+                                         T* grad_x, T* grad_l,                               \
+                                         const lip_mmdet::PoolGeometry* geometry,            \
+                                         double shift_range, int threads) {                  \
+    return lip_entry<T>(geometry, shift_range, threads, {x, logit, grad_out, grad_x, grad_l}, \
+                        [&](int64_t planes, const Geometry& g, const Window& w) {            \
+                          return backward<T>(x, logit, grad_out, grad_x, grad_l, planes, g,  \
+                                             w, static_cast<T>(shift_range), threads);       \
+                        });                                                                  \
   }
 
 LIP2D_EXPORT(f32, float)

@@ -6,8 +6,8 @@ import pytest
 from mmdet.registry import HOOKS
 from mmengine.config import Config
 
+from lip_mmdet.apis.launch import build_runner
 from lip_mmdet.engine import PoolingStatsHook
-from lip_mmdet.utils.launch import build_runner
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / 'configs' / 'demo'

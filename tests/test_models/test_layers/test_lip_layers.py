@@ -2,12 +2,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.registry import MODELS
-from mmengine.model import kaiming_init
 from torch import nn
 
-from lip_mmdet.models.layers import BottleneckLIP, BottleneckShared, SimplifiedLIP, SoftGate
-from lip_mmdet.registry import MODELS as LIP_MODELS
+from lip_mmdet.models.layers import (
+    BottleneckLIP,
+    BottleneckShared,
+    InstanceNorm2dAnySize,
+    SimplifiedLIP,
+    SoftGate,
+)
 
 
 def _avg3x3(x):
@@ -18,7 +21,7 @@ def _scramble(module):
     """What a backbone's Kaiming init_cfg does to every conv (and affine norms)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            kaiming_init(m)
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         elif isinstance(m, nn.InstanceNorm2d):
             nn.init.normal_(m.weight)
             nn.init.normal_(m.bias)
@@ -97,15 +100,30 @@ def test_logit_parameters_get_gradients_from_the_start():
     assert pool.postprocessing.conv.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize('norm_cfg', [dict(type='BN'), dict(type='GN', num_groups=2)])
-def test_norm_is_configurable_and_keeps_reference_names(norm_cfg):
+def _assert_norm_used(norm_cfg, expected_type):
     layer = SimplifiedLIP(4, norm_cfg=norm_cfg)
-    assert not isinstance(layer.logit.bn, nn.InstanceNorm2d)
+    assert type(layer.logit.bn) is expected_type
     assert 'logit.bn.weight' in layer.state_dict()
     shared = BottleneckShared(4, width=8, norm_cfg=norm_cfg)
-    assert hasattr(shared.logit, 'bn1') and hasattr(shared.logit, 'bn2')
+    assert type(shared.logit.bn1) is expected_type and type(shared.logit.bn2) is expected_type
     x = torch.randn(2, 4, 6, 6)
     torch.testing.assert_close(layer(x), _avg3x3(x))  # zero conv: constant logits either way
+
+
+@pytest.mark.parametrize('norm_cfg, expected_type', [
+    (nn.BatchNorm2d, nn.BatchNorm2d),
+    (lambda channels: nn.GroupNorm(2, channels), nn.GroupNorm),
+    (dict(type='IN', affine=True, eps=1e-3), InstanceNorm2dAnySize),
+])
+def test_norm_is_configurable_with_torch_alone(norm_cfg, expected_type):
+    """A callable of the channel count, or mmcv's InstanceNorm config, needs no mmcv."""
+    _assert_norm_used(norm_cfg, expected_type)
+
+
+@pytest.mark.parametrize('norm_cfg, expected_type', [
+    (dict(type='BN'), nn.BatchNorm2d), (dict(type='GN', num_groups=2), nn.GroupNorm)])
+def test_norm_is_configurable_with_mmcv_norm_configs(norm_cfg, expected_type):
+    _assert_norm_used(norm_cfg, expected_type)
 
 
 def test_gradcheck_through_the_logit_modules():
@@ -143,18 +161,3 @@ def test_mixed_precision_logits_follow_the_features():
                                atol=2e-2)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert SimplifiedLIP(4)(nn.Conv2d(4, 4, 1)(x)).dtype == torch.bfloat16
-
-
-def test_only_the_stand_alone_layer_is_registered():
-    """SimplifiedLIP builds from an mmdet config as ``lip_mmdet.SimplifiedLIP`` (and starts as
-    3x3 average pooling); the bottleneck's internal modules are not registered anywhere."""
-    layer = MODELS.build(dict(type='lip_mmdet.SimplifiedLIP', channels=4))
-    assert type(layer) is SimplifiedLIP
-    assert LIP_MODELS.get('SimplifiedLIP') is SimplifiedLIP
-    x = torch.randn(1, 4, 7, 6)
-    out = layer(x)
-    assert out.shape == (1, 4, 4, 3)
-    torch.testing.assert_close(out, _avg3x3(x))
-    assert MODELS.get('SimplifiedLIP') is None  # not in mmdet's own namespace
-    for name in ('SoftGate', 'BottleneckShared', 'BottleneckLIP'):
-        assert LIP_MODELS.get(name) is None and MODELS.get(f'lip_mmdet.{name}') is None, name

@@ -12,7 +12,7 @@ import urllib.request
 
 import torch
 
-from .checkpoint import (
+from ..utils.checkpoint import (
     CHECKPOINT_ERRORS,
     CheckpointUnavailableError,
     hub_cache_file,

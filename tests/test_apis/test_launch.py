@@ -2,22 +2,19 @@
 import json
 import os
 import os.path as osp
-from copy import deepcopy
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.config import config as mmengine_config
 
-from lip_mmdet.utils.launch import (
-    OnceFormattedConfig,
+from lip_mmdet.apis.launch import (
     build_runner,
     load_test_config,
     load_train_config,
     test_parser,
     train_parser,
 )
-from lip_mmdet.utils.preflight import (
+from lip_mmdet.apis.preflight import (
     PreflightError,
     check_amp,
     check_checkpoint,
@@ -190,36 +187,6 @@ def test_cpu_distributed_needs_gloo(tiny_coco):
     cfg = train_cfg('--launcher', 'pytorch')
     with pytest.raises(PreflightError, match='env_cfg.dist_cfg.backend=gloo'):
         build_runner(cfg)
-
-
-def test_the_runner_formats_its_config_once_until_it_changes(tiny_coco, tmp_path, monkeypatch):
-    """mmengine formats the whole config with yapf when the Runner logs and dumps it, records
-    the runtime info and saves a checkpoint; the text is kept while the config is unchanged."""
-    formatted = []
-    format_code = mmengine_config.FormatCode
-
-    def counted(*args, **kwargs):
-        formatted.append(args[0])
-        return format_code(*args, **kwargs)
-
-    monkeypatch.setattr(mmengine_config, 'FormatCode', counted)
-    options = tiny_options(Config.fromfile(LIP_R50), tiny_coco)
-    cfg = train_cfg('--work-dir', str(tmp_path), '--cfg-options', *to_cli(options))
-    runner = build_runner(cfg)  # logs and dumps the config
-    assert type(runner.cfg) is OnceFormattedConfig
-    assert len(formatted) == 1
-    text = runner.cfg.pretty_text
-    assert len(formatted) == 1
-    assert text == Config(runner.cfg.to_dict()).pretty_text  # what mmengine writes
-    assert len(formatted) == 2
-    assert Config.fromstring(text, '.py').to_dict() == runner.cfg.to_dict()
-
-    runner.cfg.train_cfg.max_epochs = 7
-    assert 'max_epochs=7' in runner.cfg.pretty_text and len(formatted) == 3
-    # the deep copy the Runner makes of a config keeps the class and the kept text
-    copied = deepcopy(runner.cfg)
-    assert type(copied) is OnceFormattedConfig and copied.pretty_text == runner.cfg.pretty_text
-    assert len(formatted) == 3
 
 
 def test_runners_of_one_process_write_their_own_scalars(tiny_coco, tmp_path):

@@ -5,8 +5,7 @@ The command lines are MMDetection's (``--work-dir``, ``--resume [CKPT]``, ``--am
 ``Runner``. Additions: preflight checks that turn a missing dataset or checkpoint into a
 readable message; multi-process training on CPU-only machines (``--launcher pytorch``
 with the gloo backend), which mmengine's own ``init_dist`` cannot do because it always calls
-``torch.cuda.set_device``; a config formatted once (:class:`OnceFormattedConfig`); and a
-visualizer per Runner when one process builds several.
+``torch.cuda.set_device``; and a visualizer per Runner when one process builds several.
 """
 import argparse
 import ast
@@ -23,7 +22,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from .checkpoint import CHECKPOINT_ERRORS
+from ..utils.checkpoint import CHECKPOINT_ERRORS
 from .preflight import (
     PreflightError,
     check_amp,
@@ -35,9 +34,9 @@ from .preflight import (
 )
 
 __all__ = [
-    'CONFIG_EXTENSIONS', 'OnceFormattedConfig', 'build_runner', 'check_checkpoint_fits',
-    'check_train_config', 'checkpoint_fit', 'load_test_config', 'load_train_config',
-    'parse_cfg_options', 'test_main', 'test_parser', 'train_main', 'train_parser'
+    'CONFIG_EXTENSIONS', 'build_runner', 'check_checkpoint_fits', 'check_train_config',
+    'checkpoint_fit', 'load_test_config', 'load_train_config', 'parse_cfg_options', 'test_main',
+    'test_parser', 'train_main', 'train_parser'
 ]
 
 _CFG_OPTIONS_HELP = (
@@ -255,38 +254,6 @@ def _init_cpu_distributed(cfg):
     cfg.model_wrapper_cfg = wrapper
 
 
-class OnceFormattedConfig(Config):
-    """mmengine's ``Config`` that formats its text once for each content.
-
-    The Runner asks for ``pretty_text`` (the whole config formatted by yapf) when it logs the
-    config, dumps it, records it in the runtime info and saves each checkpoint: five times
-    before the first training step. yapf's line-splitting search grows steeply with lines
-    that cannot fit its column limit, such as long absolute data paths: one formatting of the
-    demo config took 2.5 s with paths under a pytest temporary folder (0.6 s with short
-    ones), against about 4 s for a 2-iteration demo run. The text is the same as long as the
-    config is, so it is kept and reused until the config changes.
-    """
-
-    @classmethod
-    def of(cls, cfg: Config) -> 'OnceFormattedConfig':
-        """The same config (shared contents) as an :class:`OnceFormattedConfig`."""
-        if isinstance(cfg, cls):
-            return cfg
-        once = cls.__new__(cls)
-        once.__dict__.update(cfg.__dict__)
-        return once
-
-    @property
-    def pretty_text(self) -> str:
-        content = repr(self._cfg_dict)
-        kept = self.__dict__.get('_formatted')
-        if kept is None or kept[0] != content:
-            kept = (content, super().pretty_text)
-            # Config.__setattr__ would store it as a config key
-            object.__setattr__(self, '_formatted', kept)
-        return kept[1]
-
-
 def _own_visualizer_name(cfg):
     """Rename the config's visualizer when a visualizer of that name exists in this process.
 
@@ -310,7 +277,6 @@ def build_runner(cfg):
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
-    cfg = OnceFormattedConfig.of(cfg)
     _own_visualizer_name(cfg)
     if cfg.launcher != 'none' and not torch.cuda.is_available():
         _init_cpu_distributed(cfg)

@@ -1,14 +1,15 @@
-"""Shared helpers of the tools tests: point a COCO config at the tiny generated dataset, and
-run the command-line tools in subprocesses."""
+"""Shared helpers of the tools and apis tests: point a COCO config at the tiny generated
+dataset, and run the command-line tools in subprocesses."""
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
-HERE = Path(__file__).resolve().parent
+# probe_hooks.py, the hooks the tools tests load into their runs
+PROBE_HOOKS_DIR = Path(__file__).resolve().parent / 'test_tools'
 PYTHON = sys.executable
 
 #: every config of the project (the demo configs have their own tests)
@@ -100,7 +101,7 @@ def tool_env():
     (also under a script that does not put the checkout on sys.path, such as mmdet's own
     train.py), and one intra-op thread, which on a shared 2-core machine is several times
     faster than two and keeps runs bitwise repeatable."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROBE_HOOKS_DIR), str(REPO)]),
                OMP_NUM_THREADS='1')
     env.pop('LOCAL_RANK', None)
     return env
