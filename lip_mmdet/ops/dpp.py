@@ -54,6 +54,19 @@ DPP_REWARDS = ('sym', 'asym')
 DPP_EPS_SQUARED = 1e-3
 
 
+def _traced_sizes(padding) -> bool:
+    """Whether the TorchScript tracer (``torch.onnx.export(..., dynamo=False)``) gives this
+    padding as traced sizes (0-dim tensors: DPP's ``ceil_output`` padding is computed from
+    the input size), which an op cannot take: such calls go through the traced forms of
+    :mod:`lip_mmdet.ops.onnx_export`, which keep the padding's computation in the graph."""
+    return torch.jit.is_tracing() and _onnx_export().has_traced_sizes(padding)
+
+
+def _onnx_export():
+    from . import onnx_export  # it imports this module: at call time
+    return onnx_export
+
+
 def check_reward(reward: str) -> None:
     """Raises ValueError unless ``reward`` is one of :data:`DPP_REWARDS`."""
     if reward not in DPP_REWARDS:
@@ -268,6 +281,9 @@ def dpp2d(x: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, lam: torch.
     Returns:
         (N, C, Ho, Wo), Ho/Wo as ``F.avg_pool2d`` (floor mode), dtype of ``x``.
     """
+    if _traced_sizes(padding):
+        return _onnx_export().traced_dpp2d(x, guide, alpha, lam, reward, kernel_size, stride,
+                                           padding, backend=backend)
     alpha, lam, asym, window = _dpp2d_args(x, guide, alpha, lam, reward, kernel_size, stride,
                                            padding, backend)
     return _dpp2d_op(x, guide, alpha, lam, asym, *window, backend)
@@ -294,6 +310,9 @@ def dpp_box_guide(x: torch.Tensor, kernel_size: IntPair = 2, stride: IntPair = 2
     under 'auto'/'cpu_kernel', windows up to 3x3 use the filter guide op with box taps (its
     fused kernel beats ``F.avg_pool2d`` on CPU); otherwise ``F.avg_pool2d``.
     """
+    if _traced_sizes(padding):
+        return _onnx_export().traced_dpp_box_guide(x, kernel_size, stride, padding,
+                                                   backend=backend)
     (kernel, step, pads), _ = check_map_and_window(x, kernel_size, stride, padding)
     check_backend(x, backend)
     if max(kernel) <= 3 and x.device.type == 'cpu' and backend in ('auto', 'cpu_kernel'):
@@ -449,6 +468,9 @@ def dpp_filter_guide(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     Returns:
         (N, C, Ho, Wo).
     """
+    if _traced_sizes(padding):
+        return _onnx_export().traced_dpp_filter_guide(x, weight, bias, kernel_size, stride,
+                                                      padding, backend=backend)
     check_feature_map(x, 'x')
     if bias is None and isinstance(weight, torch.Tensor):
         bias = weight.new_zeros(x.shape[1])

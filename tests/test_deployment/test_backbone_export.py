@@ -11,9 +11,6 @@ The variants keep one stage of one block, of stride 2 (the stem pooling and that
 every pooling placement), at width 16, with their pooling moved away from its initial
 average pooling (the zero-initialised logit convs, alpha, lambda and the Full-DPP filters
 perturbed with a fixed seed). All variants of an exporter go into one module exported once."""
-import functools
-import io
-
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -25,12 +22,8 @@ from lip_mmdet.deployment import (
     flatten_outputs,
     largest_relative_difference,
     non_standard_nodes,
-    onnxruntime_outputs,
     onnxruntime_runs,
 )
-from lip_mmdet.models.layers import LiteDPP
-
-pytest.importorskip('onnxruntime')
 
 SMALL = dict(num_stages=1, strides=(2, ), dilations=(1, ), out_indices=(0, ),
              base_channels=16)
@@ -55,12 +48,6 @@ VARIANTS = {
 # LIP-ResNet-18 goes through the dynamo exporter in tests/test_tools/test_export_onnx.py
 DYNAMO_VARIANTS = ['lip_r50', 'fulldpp_sym_after_add', 'litedpp_asym_replace_stride',
                    's3dpp_sym']
-# 2x2 windows with a ceil-size bottom/right padding (see docs/deployment.md, "What the ops and
-# layers need"): exact once the DPP wrappers route traced paddings (TorchScript) and the
-# layers compute ceil(H / stride) without a negative floor division (dynamo).
-CEIL_PADDED = {name for name in VARIANTS if name.endswith('replace_stride')}
-
-
 def perturbed(cfg):
     """The variant with its pooling away from average pooling, deterministically."""
     model = MODELS.build(dict(cfg, **SMALL))
@@ -94,70 +81,28 @@ def _x(size, seed):
     return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
-@functools.cache
-def _torchscript_routes_traced_paddings() -> bool:
-    try:
-        torch.onnx.export(LiteDPP(1, ceil_output=True).eval(), (torch.rand(1, 1, 5, 5),),
-                          io.BytesIO(), dynamo=False)
-    except ValueError:
-        return False
-    return True
+def _export(exporter, names, tmp):
+    """(model, path, ONNX Runtime outputs per size) of the variants ``names`` in one module
+    exported once."""
+    model = Variants(names)
+    path = str(tmp / f'{exporter}.onnx')
+    export_onnx(model, (_x(EXPORT_SIZE, 0), ), path, exporter=exporter, optimize=False)
+    runs = onnxruntime_runs(path, [(_x(size, seed), ) for seed, size in enumerate(SIZES)])
+    return model, path, runs
 
 
-@functools.cache
-def _dynamo_ceil_padding_exact(tmp) -> bool:
-    path = str(tmp / 'ceil_probe.onnx')
-    export_onnx(LiteDPP(1, ceil_output=True), (torch.rand(1, 1, 4, 4),), path,
-                optimize=False)
-    return onnxruntime_outputs(path, (torch.rand(1, 1, 5, 5),))[0].shape[2:] == (3, 3)
+@pytest.fixture(scope='module')
+def torchscript_export(tmp_path_factory):
+    return _export('torchscript', list(VARIANTS), tmp_path_factory.mktemp('torchscript'))
 
 
-def _needs_op_change(exporter, tmp) -> bool:
-    if exporter == 'torchscript':
-        return not _torchscript_routes_traced_paddings()
-    return not _dynamo_ceil_padding_exact(tmp)
+@pytest.fixture(scope='module')
+def dynamo_export(tmp_path_factory):
+    return _export('dynamo', DYNAMO_VARIANTS, tmp_path_factory.mktemp('dynamo'))
 
 
-@pytest.fixture(scope='module', params=['dynamo', 'torchscript'])
-def exported(request, tmp_path_factory):
-    """{group: (model, path or the export's exception, ONNX Runtime outputs per size)} of one
-    exporter."""
-    exporter, tmp = request.param, tmp_path_factory.mktemp(request.param)
-    groups = {'ready': [n for n in VARIANTS if n not in CEIL_PADDED],
-              'ceil_padded': sorted(CEIL_PADDED)}
-    if exporter == 'dynamo':  # exports either way: one module, one exporter run
-        groups = {'all': DYNAMO_VARIANTS}
-    result = {}
-    for group, names in groups.items():
-        model = Variants(names)
-        path = str(tmp / f'{group}.onnx')
-        try:
-            export_onnx(model, (_x(EXPORT_SIZE, 0),), path, exporter=exporter, optimize=False)
-        except ValueError as err:
-            result[group] = (model, err, None)
-            continue
-        runs = onnxruntime_runs(path, [(_x(size, seed),) for seed, size in enumerate(SIZES)])
-        result[group] = (model, path, runs)
-    return exporter, tmp, result
-
-
-def _group(result, name):
-    for entry in result.values():
-        if name in entry[0].names:
-            return entry
-    raise KeyError(name)
-
-
-@pytest.mark.parametrize('name', list(VARIANTS))
-def test_variant_exports_to_standard_ops_and_matches_onnxruntime(exported, name):
-    exporter, tmp, result = exported
-    if exporter == 'dynamo' and name not in DYNAMO_VARIANTS:
-        pytest.skip('covered by the variants exported with dynamo (see the module docstring)')
-    model, path, runs = _group(result, name)
-    if isinstance(path, Exception):
-        if name in CEIL_PADDED and _needs_op_change(exporter, tmp):
-            pytest.xfail(f'the DPP wrappers do not route traced paddings yet: {path}')
-        raise path
+def _assert_standard_and_matching(exported, name):
+    model, path, runs = exported
     assert non_standard_nodes(path) == []
     index = model.names.index(name)
     first = sum(len(m.out_indices) for m in model.models[:index])
@@ -167,8 +112,14 @@ def test_variant_exports_to_standard_ops_and_matches_onnxruntime(exported, name)
             reference = flatten_outputs(model.models[index](_x(size, seed)))
         outputs = runs[seed][first:first + count]
         difference = largest_relative_difference(reference, outputs)
-        if difference > PARITY_TOLERANCE and name in CEIL_PADDED and _needs_op_change(
-                exporter, tmp):
-            pytest.xfail('the DPP layers compute ceil(H / stride) by a negative floor '
-                         f'division, which the dynamo exporter translates as truncation ({size})')
         assert difference <= PARITY_TOLERANCE, (size, difference)
+
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_variant_exports_with_torchscript_and_matches_onnxruntime(torchscript_export, name):
+    _assert_standard_and_matching(torchscript_export, name)
+
+
+@pytest.mark.parametrize('name', DYNAMO_VARIANTS)
+def test_variant_exports_with_dynamo_and_matches_onnxruntime(dynamo_export, name):
+    _assert_standard_and_matching(dynamo_export, name)

@@ -5,6 +5,7 @@ TorchScript), float16 safety, traced paddings.
 Every case of an exporter and opset goes into one module (an "op zoo") exported once, so the
 exporters' fixed cost (about 2 s for dynamo) is paid once per file."""
 import numpy as np
+import onnxruntime  # noqa: F401  (a test dependency: its absence must fail)
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,8 +20,6 @@ from lip_mmdet.deployment import (
     onnxruntime_runs,
 )
 from lip_mmdet.ops import dpp2d, dpp_box_guide, dpp_filter_guide, lip2d, onnx_export
-
-pytest.importorskip('onnxruntime')
 
 #: float32 parity of a single op: its graph sums the same terms in another order.
 TOLERANCE = 1e-5

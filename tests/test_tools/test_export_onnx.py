@@ -1,6 +1,7 @@
 """tools/deployment/export_onnx.py: the LIP-ResNet-50 Faster R-CNN and RetinaNet configs export
 (dense tensor path, dynamic size) and verify in ONNX Runtime; a backbone config and a
 checkpoint export; bad input ends in one message and exit code 2."""
+import onnxruntime  # noqa: F401  (a test dependency: its absence must fail)
 import pytest
 import torch
 
@@ -9,8 +10,6 @@ from lip_mmdet.models.backbones import LIPResNet
 
 from tiny_run import REPO, write_config
 from tool_scripts import assert_clean_failure, run_as_script, tool_main
-
-pytest.importorskip('onnxruntime')
 
 SCRIPT = 'deployment/export_onnx.py'
 SMALL = ['--shape', '64', '64']

@@ -98,7 +98,9 @@ class _DPPBase(PoolingWeightsMixin, nn.Module):
             return tuple(pads)
         kernel, stride = self._window['kernel_size'], self._window['stride']
         for axis, size in enumerate((height, width)):
-            wanted = -(-size // stride[axis])
+            # ceil(size / stride) with non-negative operands: the dynamo ONNX exporter
+            # translates a floor division to Div, which truncates a negative quotient
+            wanted = (size + stride[axis] - 1) // stride[axis]
             covered = size + pads[2 * axis] + pads[2 * axis + 1]
             pads[2 * axis + 1] += max((wanted - 1) * stride[axis] + kernel[axis] - covered, 0)
         return tuple(pads)
