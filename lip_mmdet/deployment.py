@@ -15,11 +15,10 @@ head), which needs the proposals NMS picks.
 
 onnx and onnxruntime are imported only by the functions that need them.
 """
-import copy
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,8 +27,7 @@ from torch import nn
 __all__ = ['EXPORTERS', 'PARITY_TOLERANCE', 'DenseTensorPath', 'export_onnx',
            'non_standard_nodes', 'onnxruntime_outputs', 'onnxruntime_runs',
            'onnxruntime_session', 'file_opset', 'largest_relative_difference',
-           'flatten_outputs', 'exportable_part', 'UnsupportedModelError', 'parity',
-           'strip_pretrained']
+           'flatten_outputs', 'exportable_part', 'UnsupportedModelError', 'parity']
 
 EXPORTERS = ('dynamo', 'torchscript')
 
@@ -239,16 +237,3 @@ def parity(model: nn.Module, path: str, inputs: Sequence[torch.Tensor]) -> float
     with torch.no_grad():
         reference = flatten_outputs(model(*inputs))
     return largest_relative_difference(reference, onnxruntime_outputs(path, inputs))
-
-
-def strip_pretrained(model_cfg: Dict) -> Dict:
-    """A copy of a model config without ``Pretrained`` init_cfgs (weights come from the
-    checkpoint to export, or stay as built)."""
-    model_cfg = copy.deepcopy(model_cfg)
-    for owner in (model_cfg, model_cfg.get('backbone') or {}):
-        init_cfg = owner.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            owner['init_cfg'] = None
-        elif isinstance(init_cfg, (list, tuple)):
-            owner['init_cfg'] = [c for c in init_cfg if c.get('type') != 'Pretrained'] or None
-    return model_cfg

@@ -51,7 +51,7 @@ CONFIG_EXTENSIONS = ('.py', '.json', '.yaml', '.yml')
 
 
 class _CfgOptions(argparse.Action):
-    """Collects the ``KEY=VALUE`` words of ``--cfg-options``; :func:`_load_config` parses
+    """Collects the ``KEY=VALUE`` words of ``--cfg-options``; :func:`load_config` parses
     them (mmengine's ``DictAction``, which meets a word without '=' with a traceback), so a
     malformed word becomes one error message."""
 
@@ -149,7 +149,7 @@ def _check_syntax(path, seen=()):
                                   (*seen, path))
 
 
-def _load_config(args):
+def load_config(args):
     if not osp.isfile(args.config):
         raise PreflightError(f'Config file not found: {args.config} '
                              f'(absolute: {osp.abspath(args.config)})')
@@ -178,7 +178,7 @@ def _load_config(args):
 
 def load_train_config(args):
     """Config for training from parsed ``train_parser()`` arguments (no checks run)."""
-    cfg = _load_config(args)
+    cfg = load_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -214,7 +214,7 @@ def load_test_config(args):
     """Config for testing from parsed ``test_parser()`` arguments (no checks run)."""
     from mmdet.engine.hooks.utils import trigger_visualization_hook
 
-    cfg = _load_config(args)
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

@@ -21,6 +21,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 
 from lip_mmdet.apis.preflight import _join, leaf_datasets
+from lip_mmdet.models.backbones.pretrained import strip_pretrained
 from lip_mmdet.models.layers import pooling_layers
 
 __all__ = ['PoolingModel', 'LayerMap', 'load_pooling_model', 'compute_pooling_maps',
@@ -66,16 +67,6 @@ def _test_pipeline(cfg: Config) -> list:
     return steps
 
 
-def _strip_pretrained(model_cfg) -> None:
-    """No ``Pretrained`` init: the weights come from the checkpoint or stay random."""
-    for owner in (model_cfg, model_cfg.get('backbone') or {}):
-        init_cfg = owner.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            owner['init_cfg'] = None
-        elif isinstance(init_cfg, (list, tuple)):
-            owner['init_cfg'] = [c for c in init_cfg if c.get('type') != 'Pretrained'] or None
-
-
 def load_pooling_model(config: str, checkpoint: Optional[str] = None,
                        cfg_options: Optional[Dict] = None) -> PoolingModel:
     """Build the config's backbone (of a detector, or a bare backbone config) on the CPU.
@@ -98,9 +89,7 @@ def load_pooling_model(config: str, checkpoint: Optional[str] = None,
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(dict(cfg_options or {}))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = deepcopy(cfg.model)
-    _strip_pretrained(model_cfg)
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(strip_pretrained(cfg.model))
     model.init_weights()
     label = RANDOM_INIT
     if checkpoint is not None:

@@ -25,7 +25,8 @@ import torch  # noqa: E402
 import lip_mmdet  # noqa: E402,F401  (registers modules and the ops' ONNX translations)
 from lip_mmdet import deployment  # noqa: E402
 from lip_mmdet.apis import PreflightError, check_checkpoint, check_checkpoint_fits  # noqa: E402
-from lip_mmdet.apis.launch import _load_config  # noqa: E402
+from lip_mmdet.apis.launch import load_config  # noqa: E402
+from lip_mmdet.models.backbones.pretrained import strip_pretrained  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,7 +59,7 @@ def build_model(args):
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
-    cfg = _load_config(argparse.Namespace(config=args.config, cfg_options=args.cfg_options,
+    cfg = load_config(argparse.Namespace(config=args.config, cfg_options=args.cfg_options,
                                           launcher='none', work_dir=None, local_rank=0))
     if args.checkpoint is not None:
         check_checkpoint(args.checkpoint, 'checkpoint to export')
@@ -66,7 +67,7 @@ def build_model(args):
         raise PreflightError(f'Config {args.config} defines no model')
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     try:
-        model = MODELS.build(deployment.strip_pretrained(cfg.model))
+        model = MODELS.build(strip_pretrained(cfg.model))
     except Exception as err:  # the config's arguments: mmengine names the class and the cause
         raise PreflightError(f'cannot build the model of {args.config}: '
                              f'{type(err).__name__}: {err}') from None

@@ -5,6 +5,7 @@ official LIP-ResNet (shortcut ``downsample.conv`` / ``.bn``, also in ``layer1.0`
 official names in the stride-2 blocks, mmdet's in ``layer1.0``). A key of ours is looked up in
 a checkpoint under its own name first, then under the other shortcut spelling.
 """
+import copy
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -14,8 +15,9 @@ from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
-__all__ = ['StateDictMatch', 'key_aliases', 'match_state_dict', 'extract_state_dict',
-           'read_checkpoint', 'fit_pretrained', 'apply_pretrained', 'new_parameter_keys']
+__all__ = ['strip_pretrained', 'StateDictMatch', 'key_aliases', 'match_state_dict',
+           'extract_state_dict', 'read_checkpoint', 'fit_pretrained', 'apply_pretrained',
+           'new_parameter_keys']
 
 # (torchvision / mmdet spelling, official LIP spelling) of the shortcut's conv and norm.
 _SHORTCUT_SPELLINGS = (('.downsample.0.', '.downsample.conv.'),
@@ -175,3 +177,16 @@ def apply_pretrained(model: nn.Module, fitted: StateDictMatch, path: str) -> Non
                 f'initialisation: {_join(kept) or "none"}')
     logger.info(f'{name}: {len(fitted.unused)} checkpoint keys unused: '
                 f'{_join(fitted.unused) or "none"}')
+
+
+def strip_pretrained(model_cfg: dict) -> dict:
+    """A copy of a model config without ``Pretrained`` init_cfgs (weights come from the
+    checkpoint to export, or stay as built)."""
+    model_cfg = copy.deepcopy(model_cfg)
+    for owner in (model_cfg, model_cfg.get('backbone') or {}):
+        init_cfg = owner.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            owner['init_cfg'] = None
+        elif isinstance(init_cfg, (list, tuple)):
+            owner['init_cfg'] = [c for c in init_cfg if c.get('type') != 'Pretrained'] or None
+    return model_cfg
