@@ -232,8 +232,11 @@ def largest_relative_difference(reference: Sequence[torch.Tensor],
     return worst
 
 
-def parity(model: nn.Module, path: str, inputs: Sequence[torch.Tensor]) -> float:
-    """:func:`largest_relative_difference` of the file against ``model`` on ``inputs``."""
+def parity(model: nn.Module, path: str,
+           batches: Sequence[Sequence[torch.Tensor]]) -> List[float]:
+    """:func:`largest_relative_difference` of the file against ``model`` for each tuple of
+    inputs in ``batches`` (one ONNX Runtime session for all)."""
     with torch.no_grad():
-        reference = flatten_outputs(model(*inputs))
-    return largest_relative_difference(reference, onnxruntime_outputs(path, inputs))
+        references = [flatten_outputs(model(*inputs)) for inputs in batches]
+    return [largest_relative_difference(reference, outputs)
+            for reference, outputs in zip(references, onnxruntime_runs(path, batches))]

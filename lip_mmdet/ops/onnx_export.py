@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from . import dpp as _dpp_ops  # the ops exist before their translations register
 from . import lip as _lip_ops  # noqa: F401
-from .pool_args import as_pads  # (ph, pw) or (top, bottom, left, right), any element type
+from .pool_args import as_pads, pad_map, to_pair
 
 __all__ = ['MIN_OPSET', 'build_lip2d', 'build_dpp2d', 'build_filter_guide',
            'onnx_translation_table', 'register_onnx_translations', 'has_traced_sizes',
@@ -531,9 +531,7 @@ def _graph_pads(b: _Nodes, value):
 
 
 def _window(kernel_size, stride):
-    def pair(v):
-        return (v, v) if isinstance(v, int) else tuple(int(i) for i in v)
-    return pair(kernel_size), pair(stride)
+    return to_pair(kernel_size, 'kernel_size'), to_pair(stride, 'stride')
 
 
 class _TracedFilterGuide(torch.autograd.Function):
@@ -592,8 +590,7 @@ def traced_dpp_box_guide(x, kernel_size=2, stride=2, padding=0, *, backend='auto
     of the padded map by ``F.avg_pool2d`` for larger windows (the tracer follows both)."""
     kernel, step = _window(kernel_size, stride)
     if max(kernel) > 3:
-        top, bottom, left, right = as_pads(padding)
-        return F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, step)
+        return F.avg_pool2d(pad_map(x, as_pads(padding)), kernel, step)
     box = _dpp_ops.dpp_filter_box_init(kernel).to(x.dtype).expand(x.shape[1], 1, 3, 3)
     return traced_dpp_filter_guide(x, box, None, kernel, step, padding, backend=backend)
 
