@@ -41,7 +41,6 @@ from .pool_args import (
     check_window,
     compute_dtype,
     pad_map,
-    pooled_size,
     window_views,
 )
 
@@ -326,15 +325,14 @@ def _filter_alignment(kernel: int) -> int:
     return (3 - kernel) // 2
 
 
-def _filter_geometry(x, kernel, stride, pads):
-    """(out_size, (top, bottom, left, right)) of the 3x3 filter's input padding; negative
-    pads crop rows/columns the filter never reads."""
-    out_size = pooled_size(x.shape[2], x.shape[3], kernel, stride, pads)
+def _filter_pads(x, kernel, stride, pads, out_size):
+    """(top, bottom, left, right) padding of the 3x3 filter's input for the pooling output
+    ``out_size``; negative pads crop rows/columns the filter never reads."""
     top = pads[0] + _filter_alignment(kernel[0])
     left = pads[2] + _filter_alignment(kernel[1])
     bottom = (out_size[0] - 1) * stride[0] + 3 - top - x.shape[2]
     right = (out_size[1] - 1) * stride[1] + 3 - left - x.shape[3]
-    return out_size, (top, bottom, left, right)
+    return top, bottom, left, right
 
 
 def check_filter_guide_args(x, weight, bias, kernel_size, stride, padding, backend,
@@ -370,7 +368,7 @@ def _filter_kernel_geometry(x, kernel, stride, pads, out_size) -> KernelGeometry
     """The CPU kernel's geometry: the 3x3 filter as the window, its offsets as pad_top and
     pad_left."""
     return KernelGeometry.of(x.shape, out_size, (3, 3), stride,
-                             _filter_geometry(x, kernel, stride, pads)[1])
+                             _filter_pads(x, kernel, stride, pads, out_size))
 
 
 def _filter_forward_kernel(x, weight, bias, kernel, stride, pads, out_size):
@@ -393,13 +391,13 @@ def _filter_backward_kernel(x, weight, bias, grad, kernel, stride, pads, out_siz
 
 
 def _filter_torch_forward(x, weight, bias, kernel, stride, pads, out_size):
-    filter_pads = _filter_geometry(x, kernel, stride, pads)[1]
+    filter_pads = _filter_pads(x, kernel, stride, pads, out_size)
     return F.conv2d(pad_map(x, filter_pads), weight, bias, stride=stride, groups=x.shape[1])
 
 
 def _filter_torch_backward(x, weight, bias, grad, kernel, stride, pads, out_size):
     channels = x.shape[1]
-    top, bottom, left, right = _filter_geometry(x, kernel, stride, pads)[1]
+    top, bottom, left, right = _filter_pads(x, kernel, stride, pads, out_size)
     grad_padded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad, pad_map(x, (top, bottom, left, right)), weight, [channels], list(stride),
         [0, 0], [1, 1], False, [0, 0], channels, [True, True, True])

@@ -356,10 +356,11 @@ def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
     values)."""
     top, bottom, left, right = pads
     (kh, kw), (sh, sw) = kernel, stride
-    top_f, left_f = b.plus(top, (3 - kh) // 2), b.plus(left, (3 - kw) // 2)
+    align_h, align_w = _dpp_ops._filter_alignment(kh), _dpp_ops._filter_alignment(kw)
+    top_f, left_f = b.plus(top, align_h), b.plus(left, align_w)
     # Rows the filter reads below the input: at most the bottom padding (< kh) plus its own
     # overhang; reading more zero rows only adds outputs that are sliced away.
-    extra_h, extra_w = max(0, 2 - (3 - kh) // 2), max(0, 2 - (3 - kw) // 2)
+    extra_h, extra_w = max(0, 2 - align_h), max(0, 2 - align_w)
     padded = b.pad(x, (top_f, extra_h, left_f, extra_w))
     weight = b.cast_like(weight, x)
     bias = b.channel(bias, x)
