@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from PIL import Image
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name
@@ -93,6 +95,10 @@ def test_demo_help_describes_every_option(capsys):
     ('faster_rcnn_r18_demo', 'ResNet'),
     ('faster_rcnn_dpp_r18_demo', 'DPPResNet'),
     ('faster_rcnn_lip_r18_gradual_demo', 'LIPResNet'),
+    ('faster_rcnn_r18_sgd_demo', 'ResNet'),
+    ('faster_rcnn_lip_r18_sgd_demo', 'LIPResNet'),
+    ('faster_rcnn_lip_r18_logit_lr10_demo', 'LIPResNet'),
+    ('faster_rcnn_dpp_r18_pool_lr10_demo', 'DPPResNet'),
 ])
 def test_demo_configs_build(name, backbone):
     register_all_modules(init_default_scope=True)
@@ -113,3 +119,37 @@ def test_demo_configs_build(name, backbone):
     assert float((p2_anchors[:, 2] - p2_anchors[:, 0]).max()) <= 16
     if name.endswith('_gradual_demo'):
         assert model.backbone.logit_init == 'gradual'
+
+
+def _param_groups(name):
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', 'demo', f'{name}.py'))
+    model = MODELS.build(cfg.model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    return optimizer, [(names[id(p)], group) for group in optimizer.param_groups
+                       for p in group['params']]
+
+
+@pytest.mark.parametrize('name', ['faster_rcnn_r18_sgd_demo', 'faster_rcnn_lip_r18_sgd_demo'])
+def test_sgd_twins_use_the_published_optimiser_scaled_to_the_batch(name):
+    optimizer, params = _param_groups(name)
+    assert isinstance(optimizer, torch.optim.SGD)
+    # Faster R-CNN's 0.02 for 16 images, for the demo's 4 images per batch
+    assert {(g['lr'], g['momentum'], g['weight_decay']) for _, g in params} == {
+        (0.005, 0.9, 1e-4)}
+
+
+@pytest.mark.parametrize('name, pooling_keys, decay', [
+    ('faster_rcnn_lip_r18_logit_lr10_demo', ('.logit.',), 0.05),
+    ('faster_rcnn_dpp_r18_pool_lr10_demo', ('log_alpha', 'log_lambda'), 0.),
+])
+def test_learning_rate_multiplier_reaches_exactly_the_pooling_parameters(
+        name, pooling_keys, decay):
+    optimizer, params = _param_groups(name)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    pooling = [(n, g) for n, g in params if any(key in f'.{n}' for key in pooling_keys)]
+    others = [(n, g) for n, g in params if not any(key in f'.{n}' for key in pooling_keys)]
+    assert pooling and all(n.startswith('backbone.') for n, _ in pooling)
+    assert {(g['lr'], g['weight_decay']) for _, g in pooling} == {(0.01, decay)}
+    assert {(g['lr'], g['weight_decay']) for _, g in others} == {(1e-3, 0.05)}
