@@ -9,4 +9,6 @@ lip_resnet50 = dict(
     # The official ImageNet weights (lip_resnet-50.pth) with mmdet key names, made by
     #   python tools/model_converters/lip2mmdet.py lip_resnet-50.pth \
     #       checkpoints/lip_resnet50_mmdet.pth
+    # With torchvision ResNet weights instead, LIP's pooling starts untrained: docs/detection.md
+    # ("A LIP-ResNet whose pooling starts untrained") gives its logit branches 10x the rate.
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/lip_resnet50_mmdet.pth'))

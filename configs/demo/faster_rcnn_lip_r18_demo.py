@@ -2,7 +2,7 @@
 # small-object dataset (tools/data/make_demo_dataset.py). It inherits the real config and
 # swaps in: the demo data, a narrow FPN/heads, anchors sized for 7-150 px objects, and a
 # schedule that fits a 2-core CPU in about 6 minutes (docs/demo.md has the numbers).
-_base_ = '../faster_rcnn_lip_r50.py'
+_base_ = ['../faster_rcnn_lip_r50.py', '../_base_/lip_logit_lr_mult.py']
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name  # noqa: E402
 
@@ -79,12 +79,15 @@ test_evaluator = val_evaluator
 
 train_cfg = dict(max_epochs=num_epochs, val_interval=num_epochs)
 # From scratch in a few hundred iterations AdamW learns much faster than the stock SGD
-# (mAP 0.60 vs 0.49 after 200 iterations on an easier version of this data).
+# (AP 0.553 vs 0.234 for ResNet-18, 3 seeds each: docs/demo.md). LIP's logit branches learn
+# at 10x the rate (LIP-ResNet-18: AP +0.038, AP_tiny +0.049, intervals excluding 0); the
+# twins have no such parameters, so for them the multiplier changes nothing.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10, norm_type=2))
+    clip_grad=dict(max_norm=10, norm_type=2),
+    paramwise_cfg=dict(custom_keys=_base_.lip_logit_lr_mult))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=num_epochs,

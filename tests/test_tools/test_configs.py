@@ -7,6 +7,7 @@ import math
 import pytest
 from mmdet.registry import MODELS
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 
 from lip_mmdet.apis.launch import build_runner
 
@@ -76,3 +77,32 @@ def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path):
         assert dpp, 'no DPP parameters found in the optimizer'
         assert set(dpp.values()) == {0.0}, dpp
         assert decay['backbone.layer4.0.conv1.weight'] == cfg.optim_wrapper.optimizer.weight_decay
+
+
+def test_logit_learning_rate_fragment_on_a_coco_config(tmp_path):
+    # the docs' recipe for a LIP-ResNet whose pooling starts untrained: the fragment next to
+    # a COCO config gives exactly the logit branches 10x the stock SGD learning rate
+    configs = CONFIGS[0].parent
+    recipe = tmp_path / 'faster_rcnn_lip_r50_torchvision.py'
+    recipe.write_text(
+        f"_base_ = ['{configs / 'faster_rcnn_lip_r50.py'}',\n"
+        f"          '{configs / '_base_' / 'lip_logit_lr_mult.py'}']\n"
+        "model = dict(backbone=dict(init_cfg=dict(\n"
+        "    type='Pretrained', checkpoint='torchvision://resnet50')))\n"
+        "optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.lip_logit_lr_mult))\n")
+    cfg = Config.fromfile(str(recipe))
+    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None)))
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    lrs = {}
+    for group in optimizer.param_groups:
+        for param in group['params']:
+            if param.requires_grad:
+                lrs[names[id(param)]] = group['lr']
+    logit = {n: lr for n, lr in lrs.items() if '.logit.' in n}
+    # the three stride-2 stages' shared logit trunks (conv + norm, twice); the stem's LIP is
+    # frozen with the stem by the stock frozen_stages=1
+    assert len(logit) == 3 * 6
+    assert not any(p.requires_grad for p in model.backbone.maxpool.parameters())
+    assert all(lr == pytest.approx(0.2) for lr in logit.values())
+    assert {lr for n, lr in lrs.items() if n not in logit} == {0.02}
