@@ -14,6 +14,7 @@ from PIL import Image
 
 from lip_mmdet.demo import DEMO_CLASSES, data_setting_name
 
+from param_groups import group_of_each_parameter
 from tool_scripts import tool_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,10 +126,8 @@ def _param_groups(name):
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(os.path.join(REPO, 'configs', 'demo', f'{name}.py'))
     model = MODELS.build(cfg.model)
-    names = {id(p): n for n, p in model.named_parameters()}
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    return optimizer, [(names[id(p)], group) for group in optimizer.param_groups
-                       for p in group['params']]
+    return optimizer, group_of_each_parameter(model, optimizer).items()
 
 
 @pytest.mark.parametrize('name', ['faster_rcnn_r18_sgd_demo', 'faster_rcnn_lip_r18_sgd_demo'])
@@ -148,11 +147,13 @@ def test_learning_rate_multiplier_reaches_exactly_the_pooling_parameters(
         name, pooling_keys, decay):
     optimizer, params = _param_groups(name)
     assert isinstance(optimizer, torch.optim.AdamW)
-    pooling = [(n, g) for n, g in params if any(key in f'.{n}' for key in pooling_keys)]
-    others = [(n, g) for n, g in params if not any(key in f'.{n}' for key in pooling_keys)]
-    assert pooling and all(n.startswith('backbone.') for n, _ in pooling)
-    assert {(g['lr'], g['weight_decay']) for _, g in pooling} == {(0.01, decay)}
-    assert {(g['lr'], g['weight_decay']) for _, g in others} == {(1e-3, 0.05)}
+    pooling, others = {}, {}
+    for name, group in params:
+        is_pooling = any(key in f'.{name}' for key in pooling_keys)
+        (pooling if is_pooling else others)[name] = (group['lr'], group['weight_decay'])
+    assert pooling and all(name.startswith('backbone.') for name in pooling)
+    assert set(pooling.values()) == {(0.01, decay)}
+    assert set(others.values()) == {(1e-3, 0.05)}
 
 
 @pytest.mark.parametrize('name', [

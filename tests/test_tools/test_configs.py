@@ -11,6 +11,7 @@ from mmengine.optim import build_optim_wrapper
 
 from lip_mmdet.apis.launch import build_runner
 
+from param_groups import group_of_each_parameter
 from tiny_run import CONFIGS, tiny_options
 
 DEPTH_TWINS = [path for path in CONFIGS if path.stem.endswith('_r101')]
@@ -68,10 +69,8 @@ def test_config_trains_one_iteration_and_validates(config, tiny_coco, tmp_path):
     assert metrics['bbox_mAP_s'] >= 0, 'the tiny val split has small objects'
 
     if '_dpp_' in config.name:
-        names = {id(param): name for name, param in runner.model.named_parameters()}
-        decay = {names[id(param)]: group['weight_decay']
-                 for group in runner.optim_wrapper.optimizer.param_groups
-                 for param in group['params']}
+        groups = group_of_each_parameter(runner.model, runner.optim_wrapper.optimizer)
+        decay = {name: group['weight_decay'] for name, group in groups.items()}
         dpp = {name: wd for name, wd in decay.items()
                if name.endswith(('log_alpha', 'log_lambda'))}
         assert dpp, 'no DPP parameters found in the optimizer'
@@ -92,13 +91,9 @@ def test_logit_learning_rate_fragment_on_a_coco_config(tmp_path):
         "optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.lip_logit_lr_mult))\n")
     cfg = Config.fromfile(str(recipe))
     model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None)))
-    names = {id(p): n for n, p in model.named_parameters()}
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    lrs = {}
-    for group in optimizer.param_groups:
-        for param in group['params']:
-            if param.requires_grad:
-                lrs[names[id(param)]] = group['lr']
+    groups = group_of_each_parameter(model, build_optim_wrapper(model, cfg.optim_wrapper).optimizer)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    lrs = {name: group['lr'] for name, group in groups.items() if name in trainable}
     logit = {n: lr for n, lr in lrs.items() if '.logit.' in n}
     # the three stride-2 stages' shared logit trunks (conv + norm, twice); the stem's LIP is
     # frozen with the stem by the stock frozen_stages=1
