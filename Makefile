@@ -37,8 +37,12 @@ sanitize: setup
 		LIP_MMDET_FUZZ_EXAMPLES=$${LIP_MMDET_FUZZ_EXAMPLES:-2000} \
 		$(VENV_PY) -m pytest -n 0 -s tests/test_ops/test_native_sanitized.py
 
-# On a machine with a CUDA GPU: the CUDA tests, the pooling and backbone benchmarks on the
-# device and the Triton kernels' resources, into work_dirs/gpu_check/report.{json,md}.
-# Without a CUDA GPU it stops with one line (exit 2).
-gpu-check: setup
+# On a machine with an NVIDIA GPU: the set-up for CUDA (LIP_MMDET_CUDA=1: a CUDA torch, mmcv
+# with its CUDA ops), then the CUDA tests, the pooling and backbone benchmarks on the device and
+# the Triton kernels' resources, into work_dirs/gpu_check/report.{json,md}. Without a GPU it
+# stops with one line (exit 2) before setting anything up.
+gpu-check:
+	@nvidia-smi -L 2>/dev/null | grep -q '^GPU' || { \
+		echo "error: make gpu-check needs an NVIDIA GPU, and nvidia-smi lists none here" >&2; exit 2; }
+	@LIP_MMDET_CUDA=1 bash tools/setup_env.sh
 	@$(VENV_PY) tools/gpu_check.py
