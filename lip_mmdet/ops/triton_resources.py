@@ -53,12 +53,14 @@ _TRITON_TYPES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: '
 
 
 def compile_kernel(name: str, arch: int, dtype: torch.dtype, window: Tuple[int, int] = (3, 3),
-                   asym: bool = True, maxnreg: Optional[int] = None):
+                   asym: bool = True, maxnreg: Optional[int] = None,
+                   block: Optional[int] = None, num_warps: Optional[int] = None):
     """Compiles kernel ``name`` of triton_pooling for ``sm_<arch>`` with maps of ``dtype``
-    (float32 statistics), the launch's block size and the ``window`` (kh, kw); DPP kernels
-    for the ``asym`` reward; ``maxnreg`` caps the registers per thread (None: ptxas
-    chooses, as the launches do). Returns Triton's CompiledKernel (its ``asm['ptx']``,
-    ``asm['cubin']``, ``metadata``)."""
+    (float32 statistics) and the ``window`` (kh, kw); DPP kernels for the ``asym`` reward;
+    ``maxnreg`` caps the registers per thread (None: ptxas chooses, as the launches do);
+    ``block`` (elements per program) and ``num_warps`` (per program) default to the launch's
+    (``PROGRAM_BLOCK``, Triton's default of 4). Returns Triton's CompiledKernel (its
+    ``asm['ptx']``, ``asm['cubin']``, ``metadata``)."""
     import triton
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
@@ -67,7 +69,8 @@ def compile_kernel(name: str, arch: int, dtype: torch.dtype, window: Tuple[int, 
     from . import triton_pooling
 
     kernel = getattr(triton_pooling, name)
-    constants = dict(KH=window[0], KW=window[1], BLOCK=triton_pooling.PROGRAM_BLOCK, ACC=tl.float32)
+    constants = dict(KH=window[0], KW=window[1], BLOCK=block or triton_pooling.PROGRAM_BLOCK,
+                     ACC=tl.float32)
     if name.startswith('_dpp'):
         constants['ASYM'] = asym
     names = kernel.arg_names
@@ -83,6 +86,8 @@ def compile_kernel(name: str, arch: int, dtype: torch.dtype, window: Tuple[int, 
     source = ASTSource(fn=kernel, signature={arg: type_of(arg) for arg in names},
                        constexprs={(names.index(k), ): v for k, v in constants.items()})
     options = {} if maxnreg is None else {'maxnreg': maxnreg}
+    if num_warps is not None:
+        options['num_warps'] = num_warps
     return triton.compile(source, target=GPUTarget('cuda', arch, 32), options=options)
 
 
@@ -127,11 +132,13 @@ def occupancy(registers: int, shared: int, num_warps: int, arch: int) -> Tuple[i
 
 def kernel_resources(name: str, arch: int, dtype: torch.dtype,
                      window: Tuple[int, int] = (3, 3),
-                     maxnreg: Optional[int] = None) -> Dict[str, float]:
+                     maxnreg: Optional[int] = None, block: Optional[int] = None,
+                     num_warps: Optional[int] = None) -> Dict[str, float]:
     """Registers per thread, spill bytes, stack, shared memory (static + Triton's dynamic),
     warps per block, resident blocks per SM and occupancy of kernel ``name`` compiled for
     ``sm_<arch>`` with maps of ``dtype`` (arguments as :func:`compile_kernel`)."""
-    compiled = compile_kernel(name, arch, dtype, window, maxnreg=maxnreg)
+    compiled = compile_kernel(name, arch, dtype, window, maxnreg=maxnreg, block=block,
+                              num_warps=num_warps)
     report = _ptxas_report(compiled.asm['ptx'], arch)
     num_warps = compiled.metadata.num_warps
     shared = report.pop('static_shared') + compiled.metadata.shared

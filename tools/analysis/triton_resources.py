@@ -3,12 +3,14 @@ compiled for real GPU architectures on any machine (no GPU needed).
 
     python tools/analysis/triton_resources.py --arch 80 90
     python tools/analysis/triton_resources.py --arch 90 --dtype bfloat16 --maxnreg 96
+    python tools/analysis/triton_resources.py --arch 90 --block 256 --num-warps 8
 
 Each kernel (LIP and DPP; forward and both backward passes) is compiled by Triton for
 ``sm_<arch>`` with 3x3 windows (``--kernel-size``) and maps of each ``--dtype`` (statistics in
 float32), and assembled by the ptxas Triton ships, whose report gives registers per thread,
 spill bytes and shared memory. Occupancy (resident warps / the SM's maximum) follows from the
-launch configuration (128 elements per program, 4 warps) and the architecture's limits.
+launch configuration (128 elements per program, 4 warps; ``--block`` and ``--num-warps`` try
+others) and the architecture's limits.
 Prints a table and writes JSON (``--out``).
 """
 import argparse
@@ -39,6 +41,10 @@ def parse_args(argv=None):
     parser.add_argument('--maxnreg', type=int, default=None,
                         help='cap on registers per thread (default: ptxas chooses, as the '
                         'ops launch them)')
+    parser.add_argument('--block', type=int, default=None,
+                        help='elements per program (default: the launches\' 128)')
+    parser.add_argument('--num-warps', type=int, default=None,
+                        help='warps per program (default: the launches\' 4)')
     parser.add_argument('--out', default='work_dirs/triton_resources.json',
                         help='JSON report path')
     return parser.parse_args(argv)
@@ -58,7 +64,8 @@ def main(argv=None) -> int:
         for dtype in args.dtype:
             for op, what, name in KERNELS:
                 found = kernel_resources(name, arch, DTYPES[dtype], tuple(args.kernel_size),
-                                         maxnreg=args.maxnreg)
+                                         maxnreg=args.maxnreg, block=args.block,
+                                         num_warps=args.num_warps)
                 rows.append({'op': op, 'pass': what, 'kernel': name, 'arch': f'sm_{arch}',
                              'dtype': dtype, **found})
                 print(f"| {op} | {what} | sm_{arch} | {dtype} | {found['registers']} | "
@@ -67,7 +74,8 @@ def main(argv=None) -> int:
                       f"{found['occupancy']:.0%} |")
     import triton
     report = dict(triton=triton.__version__, kernel_size=args.kernel_size,
-                  maxnreg=args.maxnreg, kernels=rows)
+                  maxnreg=args.maxnreg, block=args.block, num_warps=args.num_warps,
+                  kernels=rows)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
