@@ -53,6 +53,7 @@ wrappers must route those calls through :func:`traced_dpp2d` and its siblings (s
 import importlib.util
 import sys
 import warnings
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -384,16 +385,22 @@ def build_filter_guide(b: _Nodes, x, weight, bias, kernel, stride, pads):
 
 # --- dynamo exporter: ONNX Script translations ----------------------------------------------
 
-def _lip2d_onnx(x, logit, kernel, stride, padding, backend='auto'):
-    return build_lip2d(_ScriptNodes(), x, logit, list(kernel), list(stride), as_pads(padding))
+# A translation's arguments carry the op schema's names and the attributes' types: torch 2.9
+# matches a custom_translation_table entry to a node by argument name, and reads an
+# unannotated argument as a tensor input.
+def _lip2d_onnx(x, logit, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+                backend: str = 'auto'):
+    return build_lip2d(_ScriptNodes(), x, logit, list(kernel), list(stride), as_pads(pads))
 
 
-def _dpp2d_onnx(x, guide, alpha, lam, asym, kernel, stride, pads, backend='auto'):
+def _dpp2d_onnx(x, guide, alpha, lam, asym: bool, kernel: Sequence[int], stride: Sequence[int],
+                pads: Sequence[int], backend: str = 'auto'):
     return build_dpp2d(_ScriptNodes(), x, guide, alpha, lam, bool(asym), list(kernel),
                        list(stride), as_pads(pads))
 
 
-def _filter_guide_onnx(x, weight, bias, kernel, stride, pads, backend='auto'):
+def _filter_guide_onnx(x, weight, bias, kernel: Sequence[int], stride: Sequence[int],
+                       pads: Sequence[int], backend: str = 'auto'):
     return build_filter_guide(_ScriptNodes(), x, weight, bias, list(kernel), list(stride),
                               as_pads(pads))
 

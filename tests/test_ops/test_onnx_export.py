@@ -216,6 +216,14 @@ def test_translation_table_names_every_forward_op_and_exports(tmp_path):
     assert largest_relative_difference([lip2d(x, logit)], [out]) <= TOLERANCE
 
 
+def test_translations_take_the_op_schemas_argument_names():
+    """Some torch releases (2.9) match a custom translation to a node by argument name."""
+    import inspect
+    for op, translation in onnx_export.onnx_translation_table().items():
+        schema_names = [argument.name for argument in op._schema.arguments]
+        assert list(inspect.signature(translation).parameters) == schema_names, op
+
+
 def test_translations_and_deployment_import_onnx_packages_only_where_used():
     """At module level the translations and lip_mmdet.deployment import torch and the
     standard library only: onnx, onnxscript and onnxruntime are imported by the functions
