@@ -94,14 +94,19 @@ def compile_kernel(name: str, arch: int, dtype: torch.dtype, window: Tuple[int, 
 def _ptxas_report(ptx: str, arch: int) -> Dict[str, int]:
     """Registers, spill stores and loads, stack frame and static shared memory (bytes) that
     ``ptxas -v`` reports for the kernel in ``ptx``."""
+    import inspect
+
     from triton.backends.nvidia.compiler import get_ptxas
 
+    # Triton 3.9 ships a second ptxas for sm_90 and newer and picks it by architecture; older
+    # releases ship one, and their get_ptxas() takes no argument.
+    ptxas = get_ptxas(arch) if inspect.signature(get_ptxas).parameters else get_ptxas()
     target = re.search(r'^\.target\s+(\w+)', ptx, re.MULTILINE).group(1)  # sm_90a for 90
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / 'kernel.ptx'
         source.write_text(ptx)
         result = subprocess.run(
-            [get_ptxas(arch).path, '-v', f'--gpu-name={target}', str(source), '-o',
+            [ptxas.path, '-v', f'--gpu-name={target}', str(source), '-o',
              str(Path(folder) / 'kernel.cubin')], capture_output=True, text=True, check=True)
     report = result.stdout + result.stderr
 
