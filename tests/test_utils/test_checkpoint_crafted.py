@@ -33,7 +33,12 @@ from crafted_pickles import (
 )
 
 from lip_mmdet.apis.preflight import check_checkpoint
-from lip_mmdet.utils import UnreadableCheckpointError, load_checkpoint_file
+from lip_mmdet.utils import (
+    CHECKPOINT_ERRORS,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+)
 from lip_mmdet.utils.checkpoint import ALLOCATION_FLOOR
 
 REFUSED = 'UnsafeCheckpointError'
@@ -282,15 +287,21 @@ def _tensor(size, stride, offset=0, numel=4):
     (_tensor((5, ), (1, )), 'reaches beyond the bytes its storage has'),
     (_tensor((2**62, ), (1, )), 'reaches beyond the bytes its storage has'),
     (_tensor((4, ), (1, ), offset=2**62), 'reaches beyond the bytes its storage has'),
-    (_tensor((4, ), (1, ), numel=2**40), 'record size'),
+    # torch 2.13 compares a storage with its record; 2.8 and 2.9 return the storage, and the
+    # loader's check of the result refuses it (UnsafeCheckpointError)
+    (_tensor((4, ), (1, ), numel=2**40), ('record size', 'asks for tensor storages of')),
 ], ids=['past_the_end', 'size_overflow', 'offset_overflow', 'numel_past_the_record'])
 def test_tensor_outside_its_storage_is_one_message(tmp_path, tensor, why):
     path = tmp_path / 'tensor.pth'
     path.write_bytes(zip_checkpoint(dumps(dct(('w', tensor))), {'0': bytes(16)}))
-    with pytest.raises(UnreadableCheckpointError) as excinfo:
+    with pytest.raises(CHECKPOINT_ERRORS) as excinfo:
         load_checkpoint_file(path)
     message = str(excinfo.value)
-    assert message.startswith(f'{path} is not a readable checkpoint: ') and why in message
+    if isinstance(excinfo.value, UnreadableCheckpointError):
+        assert message.startswith(f'{path} is not a readable checkpoint: ')
+    else:
+        assert isinstance(excinfo.value, UnsafeCheckpointError) and str(path) in message
+    assert any(reason in message for reason in ((why, ) if isinstance(why, str) else why))
     assert '\n' not in message
 
 
