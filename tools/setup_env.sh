@@ -162,6 +162,11 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
         tar -xzf "$src.sdist"/mmcv-*.tar.gz -C "$src" --strip-components 1
         rm -rf "$src.sdist"
     fi
+    # mmcv 2.1.0's setup.py compiles with -std=c++17; the headers of newer torch releases
+    # refuse anything older than C++20 (their ATen.h says so).
+    if grep -q 'C++20 or later' "$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include", "ATen", "ATen.h"))')"; then
+        sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+    fi
     tmp="$(mktemp -d)"
     # mmcv 2.1.0's setup.py only builds with an older setuptools; restored right after.
     "$PY" -m pip install -q --disable-pip-version-check "setuptools<70"
