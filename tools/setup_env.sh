@@ -84,9 +84,11 @@ else
     begin "installing torch $TORCH_VERSION"
     "${PIP[@]}" -q "torch==$TORCH_VERSION"
 fi
-torch_tag="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
-py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-torch_cuda="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+# One interpreter start for what the rest needs of torch (importing it takes seconds).
+{ read -r torch_tag; read -r py_tag; read -r torch_dir; read -r torch_cuda; } < <("$PY" -c '
+import os, sys, torch
+print(torch.__version__.replace("+", "_"), f"cp{sys.version_info[0]}{sys.version_info[1]}",
+      os.path.dirname(torch.__file__), torch.version.cuda or "", sep="\n")')
 
 mmcv_env=()
 build_key="mmcv-$MMCV_VERSION-$py_tag-torch$torch_tag"
@@ -99,7 +101,9 @@ if [ "$CUDA" = 1 ]; then
         exit 2
     fi
     begin "finding a CUDA $torch_cuda toolkit (nvcc and headers)"
-    site_packages="$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
+    cuda_major="${torch_cuda%%.*}"
+    # torch's CUDA libraries from PyPI, with their headers; the registry's toolkit goes there too
+    torch_nvidia="$(dirname "$torch_dir")/nvidia/cu$cuda_major"
     nvcc_release() { "$1" --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p'; }
     # A toolkit is a directory with bin/nvcc and include/cuda_runtime.h; the nvcc on PATH may be
     # a wrapper script outside its toolkit, hence the check. A CUDA_HOME of the user's is the
@@ -114,7 +118,7 @@ if [ "$CUDA" = 1 ]; then
     for candidate in "${candidates[@]}"; do
         [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ] && [ -f "$candidate/include/cuda_runtime.h" ] || continue
         # torch refuses an nvcc of another major CUDA version than its own
-        if [ "$(nvcc_release "$candidate/bin/nvcc" | cut -d. -f1)" = "${torch_cuda%%.*}" ]; then
+        if [ "$(nvcc_release "$candidate/bin/nvcc" | cut -d. -f1)" = "$cuda_major" ]; then
             cuda_home="$(readlink -f "$candidate")"
             break
         fi
@@ -122,24 +126,23 @@ if [ "$CUDA" = 1 ]; then
     done
     if [ -z "$cuda_home" ]; then
         if [ -n "${CUDA_HOME:-}" ]; then
-            echo "CUDA_HOME=$CUDA_HOME is not a CUDA ${torch_cuda%%.*} toolkit (bin/nvcc of CUDA ${torch_cuda%%.*}.x and include/cuda_runtime.h); unset it to let the set-up find or install one" >&2
+            echo "CUDA_HOME=$CUDA_HOME is not a CUDA $cuda_major toolkit (bin/nvcc of CUDA $cuda_major.x and include/cuda_runtime.h); unset it to let the set-up find or install one" >&2
             exit 2
         fi
         begin "installing nvcc and the CUDA $torch_cuda headers from the registry (cuda-toolkit $torch_cuda)"
         "${PIP[@]}" -q "cuda-toolkit[nvcc,cudart,cccl,cublas,cusparse,cusolver,curand]==$torch_cuda.*"
-        cuda_home="$site_packages/nvidia/cu${torch_cuda%%.*}"
+        cuda_home="$torch_nvidia"
         # torch links CUDA code with -L$CUDA_HOME/lib64 -lcudart; the registry's packages have
         # lib/ and only the versioned libcudart.so.N
         [ -e "$cuda_home/lib64" ] || ln -s lib "$cuda_home/lib64"
-        [ -e "$cuda_home/lib/libcudart.so" ] || ln -s "libcudart.so.${torch_cuda%%.*}" "$cuda_home/lib/libcudart.so"
+        [ -e "$cuda_home/lib/libcudart.so" ] || ln -s "libcudart.so.$cuda_major" "$cuda_home/lib/libcudart.so"
     fi
     say "CUDA toolkit: $cuda_home (nvcc $(nvcc_release "$cuda_home/bin/nvcc")), architectures $CUDA_ARCHS"
     build_key="$build_key-cuda$torch_cuda-sm${CUDA_ARCHS//[^0-9A-Za-z+]/_}"
     # The CUDA headers that came with torch's CUDA libraries (cuBLAS, cuSPARSE, cuSOLVER, which
     # torch's own headers include) complete a toolkit that has only the compiler and runtime.
-    torch_cuda_include="$site_packages/nvidia/cu${torch_cuda%%.*}/include"
     mmcv_env=(FORCE_CUDA=1 CUDA_HOME="$cuda_home" TORCH_CUDA_ARCH_LIST="$CUDA_ARCHS"
-              PATH="$cuda_home/bin:$PATH" CPATH="${CPATH:+$CPATH:}$torch_cuda_include")
+              PATH="$cuda_home/bin:$PATH" CPATH="${CPATH:+$CPATH:}$torch_nvidia/include")
 fi
 
 begin "installing mmengine, pycocotools, pytest, pytest-xdist, ruff"
@@ -164,7 +167,7 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
     fi
     # mmcv 2.1.0's setup.py compiles with -std=c++17; the headers of newer torch releases
     # refuse anything older than C++20 (their ATen.h says so).
-    if grep -q 'C++20 or later' "$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include", "ATen", "ATen.h"))')"; then
+    if grep -q 'C++20 or later' "$torch_dir/include/ATen/ATen.h"; then
         sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
     fi
     tmp="$(mktemp -d)"
