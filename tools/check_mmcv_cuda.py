@@ -40,6 +40,7 @@ def fatbin_entries(data: bytes) -> List[Tuple[str, int]]:
     magic = struct.pack('<I', _FATBIN_MAGIC)
     start = data.find(magic)
     while start != -1:
+        resume = start + 4  # past a magic that starts no valid fat binary
         # header: magic u32, version u16, header size u16, size of the entries u64
         if start + 16 <= len(data):
             header_size, body_size = struct.unpack_from('<HQ', data, start + 6)
@@ -53,8 +54,8 @@ def fatbin_entries(data: bytes) -> List[Tuple[str, int]]:
                     arch, = struct.unpack_from('<I', data, offset + 28)
                     entries.append(('ptx' if kind == _PTX else 'cubin', arch))
                     offset += entry_header + payload
-                start = end - 4 if end > start + 4 else start
-        start = data.find(magic, start + 4)
+                resume = end
+        start = data.find(magic, resume)
     return entries
 
 
@@ -76,18 +77,16 @@ def check(path: str, data: bytes, archs: List[str]) -> Dict:
     entries = fatbin_entries(data)
     cubins = sorted({arch for kind, arch in entries if kind == 'cubin'})
     ptx = sorted({arch for kind, arch in entries if kind == 'ptx'})
-    missing = [f'{op} CUDA launcher' for op, symbol in CUDA_LAUNCHERS.items()
-               if symbol not in data]
+    launchers = [op for op, symbol in CUDA_LAUNCHERS.items() if symbol in data]
+    missing = [f'{op} CUDA launcher' for op in CUDA_LAUNCHERS if op not in launchers]
     for text in archs:
         number, with_ptx = _arch_number(text)
         if number not in cubins:
             missing.append(f'sm_{number} cubin')
         if with_ptx and number not in ptx:
             missing.append(f'compute_{number} PTX')
-    return dict(file=path, cuda_launchers=[op for op, symbol in CUDA_LAUNCHERS.items()
-                                           if symbol in data],
-                cubins=[f'sm_{a}' for a in cubins], ptx=[f'compute_{a}' for a in ptx],
-                missing=missing)
+    return dict(file=path, cuda_launchers=launchers, cubins=[f'sm_{a}' for a in cubins],
+                ptx=[f'compute_{a}' for a in ptx], missing=missing)
 
 
 def main(argv=None) -> int:
