@@ -5,7 +5,11 @@ import re
 from importlib import metadata
 
 import pytest
+import torch
+from mmengine.utils import digit_version
 from packaging.requirements import Requirement
+
+from lip_mmdet.utils.checkpoint import MIN_TORCH
 
 from tiny_run import REPO, TOOLS
 
@@ -37,6 +41,14 @@ def test_every_bound_has_a_reason_next_to_it():
 def test_the_set_up_installs_a_version_inside_the_declared_range(name):
     requirement = next(r for r in _requirements() if r.name == name)
     assert requirement.specifier.contains(_setup_pins()[name]), (requirement, _setup_pins())
+
+
+def test_setup_cfg_declares_no_torch_the_loader_refuses():
+    """setup.cfg may ask for more (what the whole package needs), never for less."""
+    torch_bound = next(r for r in _requirements() if r.name == 'torch')
+    declared = next(spec.version for spec in torch_bound.specifier if spec.operator == '>=')
+    assert digit_version(declared) >= digit_version(MIN_TORCH)
+    assert digit_version(torch.__version__) >= digit_version(declared)
 
 
 def test_the_installed_stack_satisfies_every_requirement():
